@@ -1,0 +1,115 @@
+"""Reference 4-direction ("cross") selective scan in plain PyTorch: the oracle for the Triton kernels.
+
+Implements spec §3 (the recurrence) combined with §2.7 (the four scan orderings and their merge), in the
+"one recurrence, G readouts" form of spec §7.4 that serves both the VSS encoders (G = 1, C from the same
+stream) and the ST-VSS decoder (u, Δ, B from the style; C from G contents that share that style).
+
+Everything is given in *grid order* (row-major token index r = i*w + j); direction k reads it in its own
+order by index arithmetic:
+
+    k = 0: t -> r(t)                 row-major
+    k = 1: t -> column-major         (t = j*h + i)
+    k = 2: reverse of k = 0
+    k = 3: reverse of k = 1
+
+For each direction k, channel d (flattened channel c = k*Di + d), state n and sequence step t:
+
+    dt[c,t]  = softplus(delta[k,d,t] + delta_bias[c])
+    h[c,n,t] = exp(dt[c,t] * A[c,n]) * h[c,n,t-1] + dt[c,t] * B[k,n,t] * u[d,t]
+    y_g[c,t] = sum_n C[g,k,n,t] * h[c,n,t] + D[c] * u[d,t]
+
+and the output is the sum of the four directions' y mapped back to grid order. The state is kept in fp32
+(fp64 when any input is fp64, which the tests use as the oracle). Differentiable through autograd.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+K_DIRECTIONS = 4
+
+
+def direction_indices(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(4, L) long tensor: row k holds, for each sequence step t, the grid (row-major) index it reads."""
+    L = h * w
+    t = torch.arange(L, device=device)
+    row = t                                   # k=0: row-major
+    col = (t % h) * w + (t // h)              # k=1: column-major, t = j*h + i  ->  r = i*w + j
+    return torch.stack([row, col, row.flip(0), col.flip(0)])
+
+
+def cross_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    h: int,
+    w: int,
+    delta_softplus: bool = True,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """4-direction selective scan with G readouts per recurrence, directions merged in grid order.
+
+    Args:
+        u:     (S, Di, L)        scan input, grid order, L = h*w. S = number of recurrences (styles).
+        delta: (S, K, Di, L)     raw Δ per direction (dt_proj output, bias *not* added), grid order.
+        A:     (K*Di, N)         state matrix (negative reals, = -exp(A_logs)).
+        B:     (S, K, N, L)      grid order.
+        C:     (S, G, K, N, L)   grid order. G readouts share each recurrence (G = 1 in the encoders).
+        D:     (K*Di,)           skip term.
+        delta_bias: (K*Di,)      added to delta before the softplus.
+        h, w:  the token grid.
+        delta_softplus: apply softplus to delta + bias (always True in Mamba-ST).
+        chunk: steps per vectorised chunk (only a speed/memory knob).
+
+    Returns:
+        y: (S, G, Di, L) in fp32 (fp64 if any input is fp64), grid order, the four directions summed.
+    """
+    S, Di, L = u.shape
+    K = K_DIRECTIONS
+    G = C.shape[1]
+    N = A.shape[1]
+    assert L == h * w, f"L={L} does not match grid {h}x{w}"
+    assert delta.shape == (S, K, Di, L), delta.shape
+    assert A.shape == (K * Di, N), A.shape
+    assert B.shape == (S, K, N, L), B.shape
+    assert C.shape == (S, G, K, N, L), C.shape
+    assert D.shape == (K * Di,) and delta_bias.shape == (K * Di,)
+
+    ct = torch.float64 if any(x.dtype == torch.float64 for x in (u, delta, A, B, C, D, delta_bias)) else torch.float32
+    idx = direction_indices(h, w, u.device)                       # (K, L)
+
+    # Materialise the four directions (the kernels avoid this; the reference reads like the spec).
+    ud = u.to(ct)[:, None, :, :].expand(S, K, Di, L)
+    ud = torch.gather(ud, 3, idx[None, :, None, :].expand(S, K, Di, L))           # (S, K, Di, L)
+    dt = torch.gather(delta.to(ct), 3, idx[None, :, None, :].expand(S, K, Di, L))  # (S, K, Di, L)
+    dt = dt + delta_bias.to(ct).view(1, K, Di, 1)
+    if delta_softplus:
+        dt = F.softplus(dt)
+    Bd = torch.gather(B.to(ct), 3, idx[None, :, None, :].expand(S, K, N, L))      # (S, K, N, L)
+    Cd = torch.gather(C.to(ct), 4, idx[None, None, :, None, :].expand(S, G, K, N, L))  # (S, G, K, N, L)
+    Ak = A.to(ct).view(K, Di, N)
+
+    hstate = u.new_zeros((S, K, Di, N), dtype=ct)
+    ys = []
+    for t0 in range(0, L, chunk):
+        t1 = min(L, t0 + chunk)
+        dA = torch.exp(dt[..., t0:t1, None] * Ak[None, :, :, None, :])                    # (S, K, Di, T, N)
+        dBu = (dt[..., t0:t1] * ud[..., t0:t1])[..., None] * Bd[:, :, None, :, t0:t1].transpose(-1, -2)
+        hs = []
+        for t in range(t1 - t0):
+            hstate = dA[:, :, :, t] * hstate + dBu[:, :, :, t]
+            hs.append(hstate)
+        hs = torch.stack(hs, dim=3)                                                         # (S, K, Di, T, N)
+        ys.append(torch.einsum("skdtn,sgknt->sgkdt", hs, Cd[..., t0:t1]))                  # (S, G, K, Di, T)
+    yd = torch.cat(ys, dim=-1)                                                              # (S, G, K, Di, L)
+    yd = yd + (D.to(ct).view(1, 1, K, Di, 1) * ud[:, None])
+
+    # Merge: scatter each direction back to grid order and sum (spec §2.7).
+    y = torch.zeros((S, G, Di, L), dtype=ct, device=u.device)
+    for k in range(K):
+        y = y.index_add(3, idx[k], yd[:, :, k])
+    return y
