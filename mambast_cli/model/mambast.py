@@ -83,10 +83,12 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
-def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
-    """Reflect-pad (B, C, H, W) on the bottom/right to multiples of m (replicate when a side is too small to reflect)."""
+def pad_to_multiple(x: torch.Tensor, m: int, min_tokens: int = 2) -> torch.Tensor:
+    """Reflect-pad (B, C, H, W) on the bottom/right to multiples of m, and to at least `min_tokens` patches per side
+    (the CNN decoder's reflect pads need 2); replicate where a side is too small to reflect."""
     H, W = x.shape[-2:]
-    ph, pw = (-H) % m, (-W) % m
+    ph = max(-(-H // m), min_tokens) * m - H
+    pw = max(-(-W // m), min_tokens) * m - W
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if (ph < H and pw < W) else "replicate"

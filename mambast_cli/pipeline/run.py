@@ -1,0 +1,487 @@
+"""Streaming execution of a Plan: decode → bucket → batch → engine → encode + write → events → Report.
+
+Owns threads, queues, batching, OOM back-off and interruption. Must not print: everything is reported through
+the ``on_event`` callback (called under a lock, one event at a time, possibly from a writer thread) and the
+returned :class:`Report`.
+
+Data flow and invariants:
+- Decoding runs in a thread pool over a bounded, ordered window (back-pressure): at most ``queue_size`` (or one
+  full batch, if larger) pictures are decoded ahead, at most twice that wait in buckets, and a bounded number of
+  results wait for the writers, so memory stays constant however many files are planned. Results are consumed in plan order, so batches (and outputs) are the same on
+  every run: with the engine's seed fixed, a run is deterministic.
+- Pictures are grouped by processed size (a bucket) because a batch needs one size. A bucket is sent when it
+  holds a full batch; when too many pictures wait across buckets, the fullest bucket is sent early.
+- The engine is only called from the calling thread. Each style is decoded once and encoded once per run; a style
+  that fails fails only its own items.
+- Out of memory: ``torch.OutOfMemoryError`` escaping ``stylize`` splits the batch in two and retries both halves,
+  down to one picture; the smaller batch size is kept for that bucket. A DeviceError from ``stylize`` means the
+  engine already backed off to one picture (and tiles) and still ran out: each item of that call fails, the run
+  goes on. A single picture that still raises OOM is an error for that item.
+- Outputs are written atomically (see mambast_cli.io.files). An OutputError stops the run and is re-raised.
+- KeyboardInterrupt: stop feeding, let writes in flight finish (each is atomic), drop the rest, return a Report
+  with ``interrupted=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from mambast_cli.errors import DeviceError, MambastError, OutputError
+from mambast_cli.io import (
+    DEFAULT_MAX_PIXELS,
+    clean_stale_parts,
+    decode_image,
+    encode_image,
+    image_to_tensor,
+    load_image,
+    read_input_bytes,
+    resize_image,
+    target_size,
+    tensor_to_image,
+    write_atomic,
+)
+from mambast_cli.pipeline.plan import Event, Plan, Source
+
+EventCallback = Callable[[Event], None]
+
+
+@dataclass
+class RunOptions:
+    """How to process a plan (the stylize command's options, minus planning and engine construction).
+
+    Attributes:
+        size: shorter side to process at (0 keeps the original size).
+        max_side: cap on the longer side (0: none).
+        style_size: passed to the engine (None: the engine's default).
+        alpha: style strength in [0, 1].
+        preserve_color: keep the content's colours.
+        quality: encoder quality (the format is the plan's) (None: the format's default).
+        batch_size: pictures per engine call (None: ``engine.max_batch(h, w)``).
+        max_pixels: decompression-bomb limit.
+        decode_workers: decoder threads (None: from the CPU count, 2–8).
+        write_workers: encoder/writer threads (None: from the CPU count, 2–8).
+        queue_size: decoded pictures allowed to wait (None: enough to fill batches).
+        fsync: fsync each output before its rename.
+    """
+
+    size: int = 512
+    max_side: int = 2048
+    style_size: int | None = None
+    alpha: float = 1.0
+    preserve_color: bool = False
+    quality: int | None = None
+    batch_size: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_workers: int | None = None
+    write_workers: int | None = None
+    queue_size: int | None = None
+    fsync: bool = True
+
+
+@dataclass
+class Report:
+    """What a run did.
+
+    Attributes:
+        planned: jobs that were to be computed.
+        ok: outputs written.
+        failed: items that failed (each has an entry in ``errors``).
+        skipped: items skipped (output existed, or input inside the output folder).
+        errors: the error events.
+        elapsed_s: wall time of the run.
+        interrupted: the run was stopped by Ctrl-C.
+        style_cache_hits: from the engine's stats.
+        style_encodes: from the engine's stats.
+        batch_sizes: how many engine calls had each batch size.
+    """
+
+    planned: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: list[Event] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    style_cache_hits: int = 0
+    style_encodes: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        """Outputs written per second of wall time."""
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def success(self) -> bool:
+        """No item failed and the run was not interrupted."""
+        return self.failed == 0 and not self.interrupted
+
+    def to_dict(self) -> dict[str, object]:
+        """The summary as a JSON-ready dict (``event: summary``)."""
+        return {
+            "event": "summary",
+            "planned": self.planned,
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": round(self.images_per_s, 3),
+            "style_cache_hits": self.style_cache_hits,
+            "style_encodes": self.style_encodes,
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass
+class _Item:
+    ci: int
+    styles: tuple[int, ...]
+    tensor: Any  # (3, H, W) float CPU tensor
+    t0: float
+
+
+def _cpu_workers(n: int | None) -> int:
+    return n if n and n > 0 else max(2, min(8, os.cpu_count() or 2))
+
+
+def _out_of_memory_types() -> tuple[type[BaseException], ...]:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+    return (oom,)
+
+
+def engine_counters(engine: Any) -> tuple[int, int]:
+    """Style cache hits (memory + disk) and style encodes from an engine's ``stats``.
+
+    Args:
+        engine: any engine (or None).
+
+    Returns:
+        (style_cache_hits, style_encodes).
+    """
+    stats = getattr(engine, "stats", None) or {}
+    hits = sum(int(v) for k, v in stats.items() if k.startswith("style_cache_hits"))
+    return hits, int(stats.get("style_encodes", 0))
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def source_bytes(src: Source) -> bytes:
+    """The encoded bytes of a source (read from disk or held in memory).
+
+    Args:
+        src: the source.
+
+    Returns:
+        The bytes.
+    """
+    if src.data is not None:
+        return src.data
+    assert src.path is not None
+    return read_input_bytes(src.path)
+
+
+class _Runner:
+    def __init__(self, plan: Plan, engine: Any, opts: RunOptions, on_event: EventCallback | None,
+                 stdout_sink: Callable[[bytes], None] | None, stop: threading.Event | None) -> None:
+        self.plan, self.engine, self.opts = plan, engine, opts
+        self.on_event = on_event
+        self.stdout_sink = stdout_sink
+        self.stop = stop or threading.Event()
+        self.report = Report(planned=plan.n_pending)
+        self.lock = threading.Lock()
+        self.fatal: BaseException | None = None
+        self.handles: dict[int, Any] = {}
+        self.failed_styles: dict[int, Event] = {}
+        self.caps: dict[tuple[int, int], int] = {}
+        self.cleaned_dirs: set[str] = set()
+        self.write_slots = threading.BoundedSemaphore(1)  # replaced in run()
+        self.oom_types = _out_of_memory_types()
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def emit(self, ev: Event) -> None:
+        with self.lock:
+            if ev.kind == "ok":
+                self.report.ok += 1
+            elif ev.kind == "error":
+                self.report.failed += 1
+                self.report.errors.append(ev)
+            elif ev.kind == "skipped":
+                self.report.skipped += 1
+            if self.on_event is not None:
+                self.on_event(ev)
+
+    def item_error(self, ci: int, si: int | None, e: MambastError | str, kind: str = "InputError") -> None:
+        msg = str(e)
+        self.emit(Event(
+            "error",
+            input=self.plan.contents[ci].display,
+            style=self.plan.styles[si].display if si is not None else None,
+            output=self._out_str(ci, si) if si is not None else None,
+            error=type(e).__name__ if isinstance(e, MambastError) else kind,
+            message=msg,
+            hint=e.hint if isinstance(e, MambastError) else None,
+        ))
+
+    def _out_str(self, ci: int, si: int) -> str:
+        p = self.plan.output_for(ci, si)
+        return "-" if p is None else os.fspath(p)
+
+    # -- styles ---------------------------------------------------------------------------------------------
+    def encode_styles(self) -> None:
+        needed = sorted({si for p in self.plan.pending for si in p})
+        for si in needed:
+            if self.stop.is_set():
+                return
+            src = self.plan.styles[si]
+            try:
+                data = source_bytes(src)
+                img = decode_image(data, name=src.display, max_pixels=self.opts.max_pixels)
+                if self.opts.max_side:
+                    img = resize_image(img, target_size(*img.size, max_side=self.opts.max_side))
+                key = hashlib.sha256(data).hexdigest()
+                self.handles[si] = self.engine.encode_style(image_to_tensor(img), key=key, style_size=self.opts.style_size)
+            except MambastError as e:
+                self.failed_styles[si] = Event("error", style=src.display, error=type(e).__name__,
+                                               message=f"style failed: {e}", hint=e.hint)
+                self.emit(Event("note", style=src.display, message=f"style unusable, its items fail: {e}"))
+
+    # -- decode stream ----------------------------------------------------------------------------------------
+    def _feed(self) -> Iterator[tuple[int, tuple[int, ...]]]:
+        for ci, styles in enumerate(self.plan.pending):
+            if not styles:
+                continue
+            ok_styles = []
+            for si in styles:
+                if si in self.failed_styles:
+                    bad = self.failed_styles[si]
+                    self.emit(Event("error", input=self.plan.contents[ci].display, style=bad.style,
+                                    output=self._out_str(ci, si), error=bad.error, message=bad.message, hint=bad.hint))
+                else:
+                    ok_styles.append(si)
+            if ok_styles:
+                yield ci, tuple(ok_styles)
+
+    def _decode(self, ci: int, styles: tuple[int, ...]) -> _Item | MambastError:
+        t0 = time.perf_counter()
+        src = self.plan.contents[ci]
+        try:
+            img = load_image(source_bytes(src), name=src.display, size=self.opts.size,
+                             max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
+            return _Item(ci, styles, image_to_tensor(img), t0)
+        except MambastError as e:
+            return e
+
+    def decoded(self, pool: ThreadPoolExecutor) -> Iterator[_Item]:
+        window: deque[tuple[int, tuple[int, ...], Future[_Item | MambastError]]] = deque()
+
+        def take() -> Iterator[_Item]:
+            ci, styles, fut = window.popleft()
+            res = fut.result()
+            if isinstance(res, MambastError):
+                for si in styles:
+                    self.item_error(ci, si, res)
+            else:
+                yield res
+
+        for ci, styles in self._feed():
+            if self.stop.is_set():
+                break
+            window.append((ci, styles, pool.submit(self._decode, ci, styles)))
+            while len(window) >= self._queue_size():
+                yield from take()
+        while window and not self.stop.is_set():
+            yield from take()
+
+    def _queue_size(self) -> int:
+        """Decoded pictures allowed ahead of the engine: at least a full batch, so the device never waits."""
+        base = self.opts.queue_size or max(8, 2 * _cpu_workers(self.opts.decode_workers))
+        return max(base, max(self.caps.values(), default=1))
+
+    # -- batching ---------------------------------------------------------------------------------------------
+    def batch_for(self, size: tuple[int, int]) -> int:
+        if size not in self.caps:
+            if self.opts.batch_size:
+                b = self.opts.batch_size
+            else:
+                try:
+                    b = int(self.engine.max_batch(size[0], size[1]))
+                except (AttributeError, MambastError):
+                    b = 1
+            self.caps[size] = max(1, b)
+        return self.caps[size]
+
+    def process(self, items: list[_Item]) -> None:
+        import torch
+
+        for si in sorted({s for it in items for s in it.styles}):
+            if self.stop.is_set():
+                return
+            sub = [it for it in items if si in it.styles]
+            size = tuple(sub[0].tensor.shape[1:])
+            cap = self.batch_for(size)  # type: ignore[arg-type]
+            for k in range(0, len(sub), cap):
+                self._run_chunk(sub[k : k + cap], si, size, torch)  # type: ignore[arg-type]
+
+    def _run_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
+        if self.stop.is_set():
+            return
+        x = torch.stack([it.tensor for it in chunk])
+        try:
+            out = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha, preserve_color=self.opts.preserve_color)
+        except self.oom_types as e:
+            del x
+            _free_device_memory()
+            if len(chunk) == 1:
+                h, w = size
+                err = DeviceError(f"out of memory even for one picture at {w}×{h}",
+                                  hint="lower --size or --max-side, or use --device cpu")
+                self.item_error(chunk[0].ci, si, err)
+                return
+            half = len(chunk) // 2
+            self.caps[size] = max(1, min(self.caps.get(size, half), half))
+            self._run_chunk(chunk[:half], si, size, torch)
+            self._run_chunk(chunk[half:], si, size, torch)
+            return
+        except MambastError as e:
+            for it in chunk:
+                self.item_error(it.ci, si, e)
+            return
+        with self.lock:
+            self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
+        for it, o in zip(chunk, out):
+            self.submit_write(it, si, o)
+
+    # -- writing ----------------------------------------------------------------------------------------------
+    def submit_write(self, it: _Item, si: int, out: Any) -> None:
+        while not self.write_slots.acquire(timeout=0.1):
+            if self.fatal is not None:
+                return
+        if self.fatal is not None:
+            self.write_slots.release()
+            return
+        fut = self.writer.submit(self._write, it, si, out)
+        fut.add_done_callback(lambda f: self.write_slots.release())
+
+    def _write(self, it: _Item, si: int, out: Any) -> None:
+        try:
+            if self.fatal is not None:
+                return
+            img = tensor_to_image(out)
+            data = encode_image(img, self.plan.fmt, self.opts.quality)
+            target = self.plan.output_for(it.ci, si)
+            if target is None:
+                assert self.stdout_sink is not None, "plan has no output folder and no stdout sink"
+                self.stdout_sink(data)
+            else:
+                d = os.fspath(target.parent)
+                with self.lock:
+                    first = d not in self.cleaned_dirs
+                    self.cleaned_dirs.add(d)
+                if first:
+                    clean_stale_parts(d)
+                write_atomic(target, data, fsync=self.opts.fsync)
+            self.emit(Event("ok", input=self.plan.contents[it.ci].display, style=self.plan.styles[si].display,
+                            output="-" if target is None else os.fspath(target),
+                            seconds=time.perf_counter() - it.t0))
+        except OutputError as e:
+            with self.lock:
+                if self.fatal is None:
+                    self.fatal = e
+            self.stop.set()
+        except MambastError as e:
+            self.item_error(it.ci, si, e)
+        except BaseException as e:  # a bug: surface it in the calling thread
+            with self.lock:
+                if self.fatal is None:
+                    self.fatal = e
+            self.stop.set()
+
+    # -- main loop --------------------------------------------------------------------------------------------
+    def run(self) -> Report:
+        t0 = time.perf_counter()
+        for ev in self.plan.notes:
+            self.emit(ev)
+        for ci, done in enumerate(self.plan.done):
+            for si in done:
+                self.emit(Event("skipped", input=self.plan.contents[ci].display, style=self.plan.styles[si].display,
+                                output=self._out_str(ci, si), message="output exists (use --overwrite to redo)"))
+        n_write = _cpu_workers(self.opts.write_workers)
+        self.write_slots = threading.BoundedSemaphore(2 * n_write + (self.opts.batch_size or 4))
+        decoder = ThreadPoolExecutor(_cpu_workers(self.opts.decode_workers), thread_name_prefix="mambast-decode")
+        self.writer = ThreadPoolExecutor(n_write, thread_name_prefix="mambast-write")
+        try:
+            if self.plan.n_pending:
+                self.encode_styles()
+                buckets: dict[tuple[int, int], list[_Item]] = {}
+                waiting = 0
+                for item in self.decoded(decoder):
+                    size = tuple(item.tensor.shape[1:])
+                    buckets.setdefault(size, []).append(item)  # type: ignore[arg-type]
+                    waiting += 1
+                    if len(buckets[size]) >= self.batch_for(size):  # type: ignore[arg-type]
+                        waiting -= len(buckets[size])
+                        self.process(buckets.pop(size))  # type: ignore[arg-type]
+                    elif waiting > 2 * self._queue_size():  # many sizes: send the fullest bucket early
+                        fullest = max(buckets, key=lambda k: len(buckets[k]))
+                        waiting -= len(buckets[fullest])
+                        self.process(buckets.pop(fullest))
+                    if self.stop.is_set():
+                        break
+                for size in list(buckets):
+                    if self.stop.is_set():
+                        break
+                    self.process(buckets.pop(size))
+        except KeyboardInterrupt:
+            self.report.interrupted = True
+            self.stop.set()
+        finally:
+            decoder.shutdown(wait=True, cancel_futures=True)
+            self.writer.shutdown(wait=True)  # writes in flight finish (atomically); nothing else is started
+            self.report.elapsed_s = time.perf_counter() - t0
+            self.report.style_cache_hits, self.report.style_encodes = engine_counters(self.engine)
+        if self.fatal is not None:
+            raise self.fatal
+        if self.stop.is_set() and not self.report.interrupted:
+            self.report.interrupted = True  # stopped from outside (the stop event)
+        return self.report
+
+
+def run_plan(
+    plan: Plan,
+    engine: Any,
+    opts: RunOptions | None = None,
+    *,
+    on_event: EventCallback | None = None,
+    stdout_sink: Callable[[bytes], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Report:
+    """Execute a plan with an engine (see the module docstring for the data flow).
+
+    Args:
+        plan: from :func:`mambast_cli.pipeline.plan_jobs`.
+        engine: an Engine (or the fake one): ``encode_style``, ``stylize``, ``max_batch``, ``stats``.
+        opts: processing options.
+        on_event: called once per item (``ok``/``error``/``skipped``) and for notes; serialised by a lock.
+        stdout_sink: receives the encoded bytes when the plan writes to stdout.
+        stop: set it from another thread to stop the run early (treated like Ctrl-C).
+
+    Returns:
+        The Report.
+
+    Raises:
+        OutputError: the output location cannot be written (the run stops; finished outputs stay).
+    """
+    return _Runner(plan, engine, opts or RunOptions(), on_event, stdout_sink, stop).run()

@@ -1,0 +1,54 @@
+"""`mambast bench` on CPU with the tiny model: every section runs and the JSON/text outputs hold together."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from mambast_cli.engine.bench import bench_command, benchmark, format_report
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """2 shared CPU cores: one intra-op thread is far faster than two fighting other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_benchmark_tiny_cpu_sections():
+    r = benchmark(tiny=True, device="cpu", repeats=1, sizes=(32,), n_contents=2, protocol=(1, 2), uhd=(40, 72),
+                  curve=(32,))
+    assert r["meta"]["device"] == "cpu" and "random weights" in r["meta"]["weights_note"]
+    (row,) = r["rows"]
+    assert row["size"] == "32x32" and row["engine_ms_per_img"] > 0 and row["baseline_ms_per_img"] > 0
+    assert row["speedup"] > 0 and row["engine_batch"] >= 1
+    p = r["protocol"]
+    assert p["pairs"] == 2 and p["baseline_wall_s"] > 0
+    first, second = p["engine_runs"]
+    assert first["style_encodes"] == 2 and first["style_cache_hits_disk"] == 0
+    assert second["style_encodes"] == 0 and second["style_cache_hits_disk"] == 2     # disk cache across "runs"
+    assert r["uhd"]["size"] == "72x40" and r["uhd"]["engine_ms"] > 0
+    assert r["curve"][0]["pixels"] == 32 * 32
+    ex = r["extras"]
+    assert ex["style_disk_hit"] is True and ex["style_encode_ms"] > 0
+    text = format_report(r)
+    assert "32x32" in text and "protocol 1 contents x 2 styles" in text and "random weights" in text
+    json.dumps(r)                                          # serialisable as is
+
+
+def test_bench_command_json_without_baseline():
+    app = typer.Typer()
+    app.command("bench")(bench_command)
+    app.command("other")(lambda: None)                    # keep "bench" a real subcommand
+    res = CliRunner().invoke(app, ["bench", "--tiny", "--device", "cpu", "--json", "--sizes", "32", "--contents", "1",
+                                   "--protocol", "0x0", "--large", "0x0", "--curve", "none", "--repeats", "1",
+                                   "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["protocol"] is None and r["uhd"] is None and r["curve"] == []
+    assert "baseline_ms_per_img" not in r["rows"][0] and r["rows"][0]["engine_ms_per_img"] > 0

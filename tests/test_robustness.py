@@ -1,0 +1,228 @@
+"""Robustness: a generated corpus of bad and odd inputs, hostile names, broken output folders, kill and Ctrl-C.
+
+Runs the real CLI (CliRunner in-process, or a subprocess for signals) with the fake engine
+(MAMBAST_FAKE_ENGINE, see mambast_cli/pipeline/fake.py). The tests run as root, so unreadable files are simulated
+with FIFOs, directories and symlink loops rather than chmod.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mambast_cli.cli import build_app
+
+app = build_app()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def _bytes(img: Image.Image, fmt: str, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def build_corpus(d: Path) -> dict[str, str]:
+    """Write the corpus into ``d``; return {file name: "ok" | "error"} for every item the walk should pick up."""
+    d.mkdir(parents=True)
+    exp: dict[str, str] = {}
+
+    def put(name: str, data: bytes, expect: str) -> None:
+        (d / name).write_bytes(data)
+        exp[name] = expect
+
+    jpg = _bytes(_noise(64, 48, 1), "JPEG")
+    png = _bytes(_noise(64, 48, 2), "PNG")
+    put("zero.jpg", b"", "error")
+    put("truncated.jpg", jpg[: len(jpg) // 2], "error")
+    put("truncated.png", png[: len(png) // 2], "error")
+    put("text.jpg", b"this is not a picture\n", "error")
+    put("garbage.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20, "error")
+    put("bomb.png", _bytes(Image.new("L", (1000, 1000)), "PNG"), "error")  # over --max-pixels 500000
+    put("png_named.jpg", png, "ok")
+    put("jpeg_named.png", jpg, "ok")
+    put("no_extension_png", png, "ok")  # sniffed by content in the folder walk
+    put("cmyk.jpg", _bytes(Image.new("CMYK", (20, 20), (0, 200, 200, 0)), "JPEG"), "ok")
+    put("gray16.png", _bytes(Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100), "PNG"), "ok")
+    put("gray.jpg", _bytes(Image.new("L", (30, 20), 128), "JPEG"), "ok")
+    put("bilevel.png", _bytes(Image.new("1", (30, 20), 1), "PNG"), "ok")
+    pal = Image.new("P", (30, 20), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    put("palette_transparent.png", _bytes(pal, "PNG", transparency=1), "ok")
+    put("palette.gif", _bytes(pal, "GIF"), "ok")
+    put("rgba.png", _bytes(Image.new("RGBA", (30, 20), (255, 0, 0, 128)), "PNG"), "ok")
+    put("la.png", _bytes(Image.new("LA", (30, 20), (100, 50)), "PNG"), "ok")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    asym = Image.new("RGB", (40, 20), (0, 0, 255))
+    asym.paste((255, 0, 0), (0, 0, 20, 20))
+    put("exif_rotated.jpg", _bytes(asym, "JPEG", exif=exif.tobytes(), quality=95), "ok")
+    put("one_pixel.png", _bytes(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), "ok")
+    put("seven_by_five.png", _bytes(_noise(7, 5), "PNG"), "ok")
+    put("thin_strip.png", _bytes(_noise(300, 2), "PNG"), "ok")
+    frames = [Image.new("RGB", (16, 16), c) for c in ((250, 0, 0), (0, 250, 0))]
+    put("animated.gif", _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=40, loop=0), "ok")
+    put("animated.webp", _bytes(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=40), "ok")
+    put("still.webp", _bytes(_noise(30, 20), "WEBP"), "ok")
+    put("bitmap.bmp", _bytes(_noise(30, 20), "BMP"), "ok")
+    put("scan.tif", _bytes(_noise(30, 20), "TIFF"), "ok")
+    put("with spaces.jpg", jpg, "ok")
+    put("ünïcødé 画像.png", png, "ok")
+    put("new\nline.jpg", jpg, "ok")
+    put("dup.jpg", jpg, "ok")
+    put("dup.png", png, "ok")  # collides with dup.jpg → de-duplicated name
+    os.mkfifo(d / "fifo.jpg")
+    exp["fifo.jpg"] = "error"
+    (d / "loop_a.jpg").symlink_to(d / "loop_b.jpg")
+    (d / "loop_b.jpg").symlink_to(d / "loop_a.jpg")
+    exp["loop_a.jpg"] = exp["loop_b.jpg"] = "error"
+    (d / "broken_link.jpg").symlink_to(d / "does_not_exist.jpg")
+    exp["broken_link.jpg"] = "error"
+    (d / "folder_named.jpg").mkdir()  # walked as a folder: contributes nothing
+    (d / "README.txt").write_text("not an image, not picked up")
+    (d / ".hidden.jpg").write_bytes(jpg)  # hidden: not picked up
+    return exp
+
+
+def test_corpus(tmp_path: Path, fake_engine: Any) -> None:
+    corpus = tmp_path / "corpus"
+    exp = build_corpus(corpus)
+    assert len(exp) >= 30
+    good = tmp_path / "good_style.png"
+    good.write_bytes(_bytes(Image.new("RGB", (24, 24), (0, 0, 255)), "PNG"))
+    bad = tmp_path / "bad_style.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 broken style")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["stylize", str(corpus), "-s", str(good), "-s", str(bad), "-o", str(out), "--json",
+                                 "--size", "32", "--max-pixels", "500000", "--format", "png"])
+    assert r.exit_code == 1, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines()]  # stdout is pure NDJSON
+    items = [e for e in events if e["event"] in ("ok", "error") and e.get("input")]
+    got: dict[tuple[str, str], str] = {(os.path.basename(e["input"]), os.path.basename(e["style"])): e["event"] for e in items}
+    for name, expect in exp.items():
+        assert got.get((name, "good_style.png")) == expect, name
+        assert got.get((name, "bad_style.jpg")) == "error", name  # a corrupt style fails only its own items
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    n_ok = sum(v == "ok" for v in exp.values())
+    assert summary["ok"] == n_ok and summary["failed"] == 2 * len(exp) - n_ok
+    # every failure is one stderr line naming the file
+    fails = [line for line in r.stderr.splitlines() if line.startswith("failed:")]
+    assert len(fails) == summary["failed"]
+    # outputs: all decodable, no temporaries, no newline in names, de-duplicated collision, upright EXIF picture
+    outs = list(out.iterdir())
+    assert len(outs) == n_ok and not [p for p in outs if ".part-" in p.name]
+    assert all("\n" not in p.name for p in outs)
+    for p in outs:
+        Image.open(p).load()
+    names = {p.name for p in outs}
+    assert {"dup__good_style.png", "dup__good_style_2.png", "new_line__good_style.png"} <= names
+    rot = Image.open(out / "exif_rotated__good_style.png")
+    assert rot.height > rot.width  # EXIF orientation applied: the 40×20 landscape is displayed as portrait
+    assert not (out / "bomb__good_style.png").exists()
+    bomb = [e for e in items if e["input"].endswith("bomb.png") and e["style"].endswith("good_style.png")][0]
+    assert "over the limit" in bomb["message"] and "--max-pixels" in bomb["hint"]
+
+
+def test_input_inside_output_is_never_overwritten(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
+    out = tmp_path / "out"
+    mine = make_image("out/mine.jpg")
+    before = mine.read_bytes()
+    make_image("in/a.jpg")
+    s = make_image("s.png")
+    r = CliRunner().invoke(app, ["stylize", str(tmp_path / "in"), str(mine), str(out), "-s", str(s), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert mine.read_bytes() == before
+    assert "inside the output folder" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a__s.jpg", "mine.jpg"]
+
+
+def test_hostile_style_and_input_names_stay_inside(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
+    s = make_image("..style..png")
+    a = make_image("in/-rf ..jpg")
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["stylize", str(a), "-s", str(s), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    [p] = list(out.iterdir())
+    assert p.parent == out and not p.name.startswith(".")
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mambast_cli", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_outputs(out: Path, n: int, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if out.is_dir() and len([p for p in out.iterdir() if not p.name.startswith(".")]) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for outputs")
+
+
+@pytest.fixture
+def slow_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, MAMBAST_FAKE_ENGINE="slow", MAMBAST_FAKE_DELAY="0.25", PYTHONPATH=str(REPO))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        _noise(24, 16, i).save(src / f"{i:02d}.jpg")
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(tmp_path / "s.png")
+    return env
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_finishes_only_the_rest(tmp_path: Path, slow_env: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    args = ("stylize", str(tmp_path / "in"), "-s", str(tmp_path / "s.png"), "-o", str(out), "--batch-size", "1", "--size", "16")
+    proc = _cli(*args, env=slow_env)
+    _wait_for_outputs(out, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert 3 <= len(finished) < 12
+    for name in finished:
+        Image.open(out / name).load()  # complete pictures only
+    fast = dict(slow_env, MAMBAST_FAKE_ENGINE="1")
+    proc = _cli(*args, "--json", env=fast)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    events = [json.loads(line) for line in stdout.splitlines()]
+    summary = events[-1]
+    assert summary["skipped"] == len(finished) and summary["ok"] == 12 - len(finished)
+    assert len([p for p in out.iterdir()]) == 12  # every output there, stale temporaries cleaned up
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_without_partial_files(tmp_path: Path, slow_env: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    proc = _cli("stylize", str(tmp_path / "in"), "-s", str(tmp_path / "s.png"), "-o", str(out), "--batch-size", "1",
+                "--size", "16", "--json", env=slow_env)
+    _wait_for_outputs(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    summary = json.loads(stdout.splitlines()[-1])
+    assert summary["event"] == "summary" and summary["interrupted"] and summary["exit_code"] == 130
+    assert "interrupted" in stderr
+    names = [p.name for p in out.iterdir()]
+    assert not [n for n in names if ".part-" in n] and 2 <= len(names) < 12
+    assert summary["ok"] == len(names)
