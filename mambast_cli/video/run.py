@@ -1,0 +1,505 @@
+"""The video job: plan outputs, then decode → stylise in batches → encode, one video at a time, in three threads.
+
+Owns planning (output names, skip/overwrite), the threaded pipeline and the per-video report. Never prints: it
+tells an ``on_event(dict)`` callback (the CLI renders those as text, rich progress or NDJSON). Raises UsageError
+for bad option combinations before any work; per-input problems (InputError) are recorded and the run goes on;
+OutputError / device errors stop the run.
+
+Pipeline (per video):
+    reader thread: demux + decode (PyAV thread_type AUTO) → upright RGB uint8 at the processing size
+        → bounded queue →
+    main thread: batches of frames → Engine.stylize (one StyleHandle for the whole run: fixed permutations)
+        → optional TemporalSmoother → uint8
+        → bounded queue →
+    writer thread: colour conversion + encode + mux (copied audio/subtitle packets flow through the same queues,
+        in order), into a hidden temporary file renamed at the end.
+A failing input leaves no output file; Ctrl-C removes the temporary file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
+from mambast_cli.video import io as vio
+
+EventFn = Callable[[dict[str, Any]], None]
+MAX_BATCH = 16
+_QUEUE_FRAMES = 24
+
+
+@dataclass
+class VideoOptions:
+    """Everything the video job takes besides inputs, style and engine (mirrors the CLI flags)."""
+
+    output: str | None = None            # file, folder, or image-sequence pattern (%06d); None: next to each input
+    overwrite: bool = False
+    start: float = 0.0                   # seconds
+    duration: float | None = None        # seconds
+    size: int = 0                        # shorter side (0: source size)
+    max_side: int = 0                    # cap on the longer side (0: none)
+    style_size: int | None = None
+    alpha: float = 1.0
+    preserve_color: bool = False
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str | None = "medium"
+    pix_fmt: str | None = None
+    encoder_threads: int = 0
+    smooth: int = 0                      # TemporalSmoother n (0/1: off)
+    batch: int = 0                       # frames per engine call (0: engine.max_batch, capped at MAX_BATCH)
+    copy_streams: bool = True
+
+
+@dataclass
+class VideoJob:
+    """One input and where its result goes."""
+
+    input: str
+    output: str
+    sequence: bool = False               # output is an image-sequence pattern
+
+
+@dataclass
+class ItemResult:
+    """What happened to one input."""
+
+    input: str
+    output: str | None
+    status: str                          # "done" | "skipped" | "failed"
+    message: str = ""
+    frames: int = 0
+    seconds: float = 0.0
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class VideoReport:
+    """The outcome of a run."""
+
+    items: list[ItemResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no input failed."""
+        return all(i.status != "failed" for i in self.items)
+
+    def count(self, status: str) -> int:
+        """How many items ended with ``status``."""
+        return sum(1 for i in self.items if i.status == status)
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def _safe(name: str) -> str:
+    try:
+        from mambast_cli.io import safe_component
+        return safe_component(name)
+    except ImportError:  # pragma: no cover - io lands with the CLI owner
+        return "".join(ch if ch.isprintable() and ch not in "/\\" else "_" for ch in name).lstrip(".") or "_"
+
+
+def _output_name(stem: str, style_stem: str, ext: str, dedup: int) -> str:
+    try:
+        from mambast_cli.io import output_name
+        return output_name(stem, style_stem, ext, dedup=dedup)
+    except ImportError:  # pragma: no cover
+        return f"{_safe(stem)}__{_safe(style_stem)}{'_%d' % dedup if dedup > 1 else ''}{ext}"
+
+
+def expand_inputs(inputs: list[str | os.PathLike[str]]) -> list[str]:
+    """Files as given; folders replaced by the video files directly inside them (sorted, hidden ones skipped).
+
+    Args:
+        inputs: paths from the command line.
+
+    Returns:
+        File paths (missing ones are kept, to be reported as failed).
+    """
+    out: list[str] = []
+    for p in map(os.fspath, inputs):
+        if os.path.isdir(p):
+            for name in sorted(os.listdir(p)):
+                q = os.path.join(p, name)
+                if not name.startswith(".") and Path(name).suffix.lower() in vio.VIDEO_EXTENSIONS and os.path.isfile(q):
+                    out.append(q)
+        else:
+            out.append(p)
+    return out
+
+
+def plan_jobs(inputs: list[str], style: str, opts: VideoOptions) -> list[VideoJob]:
+    """Decide each input's output path.
+
+    Rules: ``-o x/%06d.png`` writes an image sequence (several inputs need ``{stem}`` in it); ``-o name.mp4`` with
+    one input writes that file; ``-o folder`` (existing, ending in a separator, without extension, or with several
+    inputs) writes ``folder/{stem}__{style}.mp4``; no ``-o`` writes that name next to each input. Clashing names get
+    ``_2``, ``_3``...
+
+    Args:
+        inputs: expanded input files.
+        style: the style image path.
+        opts: options.
+
+    Returns:
+        One job per input, in order.
+
+    Raises:
+        UsageError: contradictory output settings.
+    """
+    style_stem = Path(style).stem
+    ext = vio.default_ext(opts.codec)
+    o = opts.output
+    jobs: list[VideoJob] = []
+    if o is not None and vio.parse_sequence_pattern(o):
+        if len(inputs) > 1 and "{stem}" not in o:
+            raise UsageError("several inputs cannot share one image-sequence pattern",
+                             hint="put {stem} in it, e.g. -o 'frames/{stem}/%06d.png'")
+        for p in inputs:
+            jobs.append(VideoJob(p, o.replace("{stem}", _safe(Path(p).stem)), sequence=True))
+        return jobs
+    as_file = (o is not None and len(inputs) == 1 and not os.path.isdir(o) and not o.endswith(("/", os.sep))
+               and Path(o).suffix != "")
+    if as_file:
+        assert o is not None
+        if Path(o).suffix.lower() not in vio.CONTAINERS:
+            raise UsageError(f"unknown video container {Path(o).suffix} for -o {o}",
+                             hint=f"use one of {', '.join(sorted(vio.CONTAINERS))}, or a %06d.png image sequence")
+        return [VideoJob(inputs[0], o)]
+    if o is not None and len(inputs) > 1 and not os.path.isdir(o) and Path(o).suffix.lower() in vio.CONTAINERS:
+        raise UsageError(f"-o {o} is a file name but there are {len(inputs)} inputs", hint="give a folder as -o")
+    used: set[str] = set()
+    for p in inputs:
+        folder = o if o is not None else (os.path.dirname(p) or ".")
+        dedup = 1
+        while True:
+            q = os.path.join(folder, _output_name(Path(p).stem, style_stem, ext, dedup))
+            if os.path.normpath(q) not in used:
+                break
+            dedup += 1
+        used.add(os.path.normpath(q))
+        jobs.append(VideoJob(p, q))
+    return jobs
+
+
+def _exists(job: VideoJob) -> bool:
+    if job.sequence:
+        return os.path.exists(os.path.join(os.path.dirname(job.output) or ".", os.path.basename(job.output) % 1))
+    return os.path.exists(job.output)
+
+
+# ------------------------------------------------------------------------------------------------ style
+def load_style(engine: Any, style: str, style_size: int | None) -> Any:
+    """Read the style image and build its StyleHandle (once per run: every video uses the same permutations).
+
+    Args:
+        engine: the Engine.
+        style: path to the style image.
+        style_size: passed to Engine.encode_style.
+
+    Returns:
+        The StyleHandle.
+
+    Raises:
+        UsageError: the style image cannot be read.
+    """
+    from mambast_cli.io import image_to_tensor, load_image, read_input_bytes
+
+    try:
+        data = read_input_bytes(style)
+        img = load_image(data, name=style)
+    except InputError as e:
+        raise UsageError(f"cannot use style {style}: {e}", hint=e.hint) from e
+    key = hashlib.sha256(data).hexdigest()
+    return engine.encode_style(image_to_tensor(img), key=key, style_size=style_size)
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+_END = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: "queue.Queue[Any]", stop: threading.Event, check: Callable[[], None]) -> Any:
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            check()
+            if stop.is_set():
+                return _END
+
+
+def _to_uint8(y: Any) -> Any:
+    """(B,3,H,W) float [0,1] (any device) → (B,H,W,3) uint8 numpy."""
+    import torch
+
+    return (y.detach().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+
+
+def process_video(
+    job: VideoJob, engine: Any, handle: Any, opts: VideoOptions, *, on_event: EventFn | None = None,
+    cancel: threading.Event | None = None,
+) -> ItemResult:
+    """Stylise one video (see the module docstring for the pipeline).
+
+    Args:
+        job: input and output.
+        engine: the Engine (encode_style/stylize/max_batch).
+        handle: the StyleHandle from :func:`load_style`.
+        opts: options.
+        on_event: progress callback.
+        cancel: set it from another thread to stop early (treated as an interruption).
+
+    Returns:
+        The ItemResult (status "done").
+
+    Raises:
+        InputError: this input is unreadable, corrupt or has no frames in range.
+        OutputError: the output cannot be written.
+    """
+    import numpy as np
+    import torch
+
+    from mambast_cli.io import target_size
+    from mambast_cli.video.stability import TemporalSmoother
+
+    emit = on_event or (lambda e: None)
+    t_start = time.perf_counter()
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        emit({"event": "warning", "input": job.input, "message": msg})
+
+    if os.path.exists(job.output) and os.path.samefile(job.input, job.output):
+        raise InputError(f"{job.input}: the output would overwrite the input", hint="choose another -o")
+    info = vio.probe(job.input)
+    W, H = target_size(info.width, info.height, size=opts.size, max_side=opts.max_side)
+    if job.sequence:
+        ew, eh = W, H
+        writer: Any = vio.ImageSequenceWriter(job.output, width=ew, height=eh)
+        if info.copy_streams:
+            warn("audio/subtitle streams are not written to an image sequence")
+    else:
+        pix_fmt = vio.choose_pix_fmt(opts.codec, opts.pix_fmt)
+        ew, eh = vio.encoder_size(W, H, pix_fmt)
+        if (ew, eh) != (W, H):
+            warn(f"{W}x{H} is odd for {pix_fmt}: cropped 1 px to {ew}x{eh}")
+        writer = vio.VideoWriter(job.output, info, width=ew, height=eh, codec=opts.codec, pix_fmt=pix_fmt,
+                                 crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads,
+                                 copy=opts.copy_streams, on_warning=warn)
+    total = info.frames
+    if info.rate and (opts.start or opts.duration is not None) and info.duration_s:
+        span = max(0.0, info.duration_s - opts.start)
+        if opts.duration is not None:
+            span = min(span, opts.duration)
+        total = int(round(span * float(info.rate)))
+    emit({"event": "start", "input": job.input, "output": job.output, "width": ew, "height": eh,
+          "source_width": info.width, "source_height": info.height, "rotation": info.rotation,
+          "frames_total": total or None, "fps": float(info.rate) if info.rate else None})
+
+    batch = opts.batch or int(min(MAX_BATCH, max(1, engine.max_batch(H, W))))
+    smoother = TemporalSmoother(opts.smooth) if opts.smooth > 1 else None
+    stop = cancel or threading.Event()
+    q_in: queue.Queue[Any] = queue.Queue(maxsize=max(_QUEUE_FRAMES, 2 * batch))
+    q_out: queue.Queue[Any] = queue.Queue(maxsize=4)
+    rstats: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for item in vio.read_frames(info, size=(W, H), start_s=opts.start, duration_s=opts.duration,
+                                        copy=opts.copy_streams and not job.sequence, stats=rstats):
+                if not _put(q_in, item, stop):
+                    return
+            _put(q_in, _END, stop)
+        except BaseException as e:  # noqa: BLE001  handed to the main thread
+            _put(q_in, _Failed(e), stop)
+
+    def write_loop() -> None:
+        try:
+            while True:
+                item = _get(q_out, stop, lambda: None)
+                if item is _END:
+                    return
+                if isinstance(item, vio.CopiedPacket):
+                    writer.mux_copy(item.index, item.packet)
+                else:
+                    for pts, img in item:
+                        writer.write(img, pts)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+            stop.set()
+
+    def check_writer() -> None:
+        if errors:
+            raise errors[0]
+
+    rt = threading.Thread(target=reader, name="mambast-decode", daemon=True)
+    wt = threading.Thread(target=write_loop, name="mambast-encode", daemon=True)
+    done = 0
+    stylize_s = 0.0
+    last_emit = 0.0
+    committed = False
+    try:
+        rt.start()
+        wt.start()
+        buf: list[vio.DecodedFrame] = []
+
+        def flush() -> None:
+            nonlocal done, stylize_s, last_emit
+            if not buf:
+                return
+            t0 = time.perf_counter()
+            x = torch.from_numpy(np.stack([f.image for f in buf])).permute(0, 3, 1, 2).float().div_(255.0)
+            with torch.inference_mode():
+                y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color)
+                if smoother is not None:
+                    y = smoother(x, y)
+                imgs = _to_uint8(y)
+            stylize_s += time.perf_counter() - t0
+            items = [(f.pts, imgs[i]) for i, f in enumerate(buf)]
+            buf.clear()
+            check_writer()
+            if not _put(q_out, items, stop):
+                check_writer()
+                raise KeyboardInterrupt
+            done += len(items)
+            now = time.perf_counter()
+            if now - last_emit >= 0.5:
+                last_emit = now
+                el = now - t_start
+                fps = done / el if el > 0 else 0.0
+                eta = (total - done) / fps if total and fps > 0 and total > done else None
+                emit({"event": "progress", "input": job.input, "frames": done, "frames_total": total or None,
+                      "fps": round(fps, 2), "eta_s": None if eta is None else round(eta, 1)})
+
+        while True:
+            item = _get(q_in, stop, check_writer)
+            if item is _END:
+                if stop.is_set():
+                    check_writer()
+                    raise KeyboardInterrupt
+                break
+            if isinstance(item, _Failed):
+                raise item.exc
+            if isinstance(item, vio.CopiedPacket):
+                check_writer()
+                _put(q_out, item, stop)
+                continue
+            buf.append(item)
+            if len(buf) >= batch:
+                flush()
+        flush()
+        if done == 0:
+            raise InputError(f"{job.input}: no video frames in the selected range",
+                             hint="check --start/--duration" if opts.start or opts.duration else "the file may be corrupt")
+        _put(q_out, _END, stop)
+        wt.join()
+        check_writer()
+        writer.commit()
+        committed = True
+    finally:
+        if not committed:
+            stop.set()
+            wt.join(timeout=30)
+            rt.join(timeout=5)
+            writer.abort()
+    wall = time.perf_counter() - t_start
+    timing = {"decode_s": round(rstats.get("decode_s", 0.0), 3), "stylize_s": round(stylize_s, 3),
+              "encode_s": round(writer.stats.get("encode_s", 0.0), 3), "wall_s": round(wall, 3)}
+    return ItemResult(job.input, job.output, "done", "; ".join(warnings), frames=done, seconds=wall, timing=timing)
+
+
+def run_videos(
+    inputs: list[str | os.PathLike[str]], style: str | os.PathLike[str], engine: Any, opts: VideoOptions, *,
+    on_event: EventFn | None = None, cancel: threading.Event | None = None,
+) -> VideoReport:
+    """Stylise every input video with one style.
+
+    Args:
+        inputs: files and/or folders.
+        style: style image path.
+        engine: an Engine (or anything with its encode_style/stylize/max_batch methods).
+        opts: options.
+        on_event: callback for "plan", "start", "progress", "warning", "done", "skip", "error" events (dicts).
+        cancel: an Event that stops the run when set (the current output is discarded).
+
+    Returns:
+        The VideoReport (``ok`` False when some input failed).
+
+    Raises:
+        UsageError: bad options (before any work).
+        OutputError, WeightsError, DeviceError: the run cannot go on (the current output is discarded).
+        KeyboardInterrupt: passed through after cleaning up.
+    """
+    emit = on_event or (lambda e: None)
+    _check_options(opts)
+    files = expand_inputs(list(inputs))
+    if not files:
+        raise UsageError("no video inputs found", hint="give video files or folders holding them")
+    style = os.fspath(style)
+    jobs = plan_jobs(files, style, opts)
+    emit({"event": "plan", "inputs": len(jobs), "outputs": [j.output for j in jobs]})
+    report = VideoReport()
+    handle = None
+    for job in jobs:
+        if _exists(job) and not opts.overwrite:
+            report.items.append(ItemResult(job.input, job.output, "skipped", "output exists (use --overwrite)"))
+            emit({"event": "skip", "input": job.input, "output": job.output, "reason": "exists"})
+            continue
+        if handle is None:
+            handle = load_style(engine, style, opts.style_size)
+        try:
+            res = process_video(job, engine, handle, opts, on_event=emit, cancel=cancel)
+        except InputError as e:
+            report.items.append(ItemResult(job.input, None, "failed", str(e)))
+            emit({"event": "error", "input": job.input, "message": str(e), "hint": e.hint})
+            continue
+        report.items.append(res)
+        emit({"event": "done", "input": job.input, "output": job.output, "frames": res.frames,
+              "seconds": round(res.seconds, 3), "fps": round(res.frames / res.seconds, 2) if res.seconds else None,
+              "timing": res.timing})
+    return report
+
+
+def _check_options(o: VideoOptions) -> None:
+    if o.start < 0:
+        raise UsageError("--start must be >= 0")
+    if o.duration is not None and o.duration <= 0:
+        raise UsageError("--duration must be > 0")
+    if o.size < 0 or o.max_side < 0:
+        raise UsageError("--size and --max-side must be >= 0")
+    if not 0.0 <= o.alpha <= 1.0:
+        raise UsageError("--alpha must be between 0 and 1")
+    if not 0 <= o.crf <= 63:
+        raise UsageError("--crf must be between 0 and 63")
+    if o.smooth < 0:
+        raise UsageError("--smooth must be >= 0")
+    if o.batch < 0 or o.batch > 256:
+        raise UsageError("--batch must be between 0 (auto) and 256")
+    if o.output is None or not vio.parse_sequence_pattern(o.output):
+        vio.choose_pix_fmt(o.codec, o.pix_fmt)   # unknown encoder → UsageError now, not per file
+
+
+__all__ = ["ItemResult", "OutputError", "MambastError", "VideoJob", "VideoOptions", "VideoReport",
+           "expand_inputs", "load_style", "plan_jobs", "process_video", "run_videos"]
