@@ -1,0 +1,539 @@
+"""The Mamba-ST training loop: `train(config) -> Path` (spec §5, with our improvements one flag away).
+
+Owns the optimisation: model construction and init, the three forward passes (Ics, Icc, Iss), the optimiser and LR
+schedule, bf16 autocast, multi-GPU (torchrun) gradient averaging, validation, sample sheets, resumable
+checkpoints, the final bf16 export (and optional ≤15 MiB shards) and RUN_DIR/log.jsonl.
+Does not print: progress goes to an `on_event(dict)` callback that the CLI renders (only rank 0 emits).
+
+Recipes:
+- ``paper``: the official init (xavier overwrite, spec §4.2), Adam lr 1e-4, constant LR, no clipping.
+- ``ours`` (default): Mamba inits (`reset_parameters(official=False)`), linear warm-up then cosine decay to
+  `min_lr_frac`·lr, gradient clipping at `grad_clip`.
+Both: batch 8 per GPU at 256², DropPath 0.1 in the decoder (model.train()), fresh permutations for each pass.
+
+Multi-GPU: launched by torchrun (RANK / WORLD_SIZE / LOCAL_RANK). Parameters are broadcast from rank 0 once; after
+each backward the gradients are averaged with one flat all-reduce (robust to the model's dead parameters and to
+the three forward passes; the cost is one 108 MB all-reduce per step). Each rank draws its own data shard and
+its own permutations/DropPath masks. Only rank 0 validates, writes samples, checkpoints, logs and exports.
+
+Host syncs happen only every `log_every` steps (loss read-out + the stop decision), at validation and at
+checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mambast_cli.errors import DeviceError, OutputError, UsageError
+from mambast_cli.model import MambaST, MambaSTConfig, StyleBlockTensors, StyleState, tiny_config
+from mambast_cli.train.data import CropDataset, StyleAug, center_crop_tensor, infinite_loader, list_images, split_holdout
+from mambast_cli.train.losses import LossConfig, StyleLosses, color_transfer
+from mambast_cli.train.lossnet import FrozenFeatures, load_loss_net
+
+Event = dict[str, Any]
+OnEvent = Callable[[Event], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; stored in every checkpoint and in log.jsonl's first line.
+
+    Attributes (the non-obvious ones):
+        recipe: "ours" or "paper" (see the module docstring).
+        model_config: "default" (official sizes) or "tiny" (CPU tests).
+        time_limit: minutes of wall time; the run stops early enough to checkpoint and export (None = no limit).
+        warmup: warm-up steps for "ours" (None: min(500, steps // 20)).
+        fuse_passes: run the three passes as one batch of 3B (each pass still gets its own permutations).
+        log_every: steps between host syncs (loss read-out, stop decision).
+        val_pairs: how many held-out (content, style) pairs validation uses (sample sheets use the first 4).
+    """
+
+    content: Path
+    style: Path
+    out: Path
+    steps: int = 20_000
+    batch_size: int = 8
+    lr: float = 1e-4
+    recipe: str = "ours"
+    loss_net: str = "effnet-lite0"
+    seed: int = 777
+    resume: bool = False
+    time_limit: float | None = None
+    val_frac: float = 0.05
+    sample_every: int = 500
+    val_every: int = 500
+    ckpt_every: int = 1000
+    log_every: int = 25
+    export_shards: bool = False
+    device: str = "auto"
+    workers: int = 4
+    model_config: str = "default"
+    crop: int = 256
+    scale_max: int = 320
+    warmup: int | None = None
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    amp: bool = True
+    fuse_passes: bool = True
+    channels_last: bool = False
+    val_pairs: int = 32
+    loss: LossConfig = field(default_factory=LossConfig)
+    aug: StyleAug = field(default_factory=StyleAug)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        d = asdict(self)
+        for k in ("content", "style", "out"):
+            d[k] = str(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of `to_dict` (unknown keys are ignored)."""
+        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        for k in ("content", "style", "out"):
+            d[k] = Path(d[k])
+        d["loss"] = LossConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("loss", {}).items()})
+        d["aug"] = StyleAug(**d.get("aug", {}))
+        return cls(**d)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# small helpers
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job (world 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist(device: str) -> tuple[Dist, torch.device]:
+    """Read torchrun's env, init the process group if world > 1, and pick this rank's device.
+
+    Args:
+        device: "auto", "cpu", "cuda" or "cuda:N" (with torchrun, cuda means cuda:LOCAL_RANK).
+    Returns:
+        (Dist, torch.device).
+    """
+    d = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    want = device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was requested but no CUDA device is visible", hint="use --device cpu")
+        dev = torch.device(f"cuda:{d.local_rank}") if (want == "cuda" or d.world > 1) else torch.device(want)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device(want)
+    if d.world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return d, dev
+
+
+def build_model(name: str) -> MambaST:
+    """A fresh MambaST of a named config ("default" or "tiny")."""
+    if name == "tiny":
+        return MambaST(tiny_config())
+    if name == "default":
+        return MambaST(MambaSTConfig())
+    raise UsageError(f"unknown model config {name!r}; use default or tiny")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for a step (0-based): constant for "paper", warm-up + cosine for "ours"."""
+    if cfg.recipe == "paper":
+        return cfg.lr
+    warm = cfg.warmup if cfg.warmup is not None else min(500, cfg.steps // 20)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _seed_for(*parts: int) -> int:
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p) + 0x9E37) & 0x7FFF_FFFF_FFFF_FFFF
+    return h
+
+
+def three_passes(model: MambaST, c: torch.Tensor, s: torch.Tensor, gens: list[torch.Generator],
+                 fuse: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ics = model(c, s), Icc = model(c, c), Iss = model(s, s), each pass with its own permutation generator.
+
+    With `fuse`, the encoders and the decoder run once on a 3B batch (faster); the style tokens of each pass are
+    still shuffled with that pass's generator, so the result equals the three separate calls.
+
+    Args:
+        model: the network (train or eval mode). c, s: (B, 3, S, S) with S a multiple of the patch size.
+        gens: three CPU generators.
+    Returns:
+        (Ics, Icc, Iss), each (B, 3, S, S), unclamped.
+    """
+    if not fuse:
+        return model(c, s, generator=gens[0]), model(c, c, generator=gens[1]), model(s, s, generator=gens[2])
+    B = c.shape[0]
+    cs = model.encode_content(torch.cat([c, c, s]))
+    e = model.embedding(torch.cat([s, c, s]))                        # (3B, h, w, C); crops are multiples of 8
+    sgrid = (e.shape[1], e.shape[2])
+    memory = model.mamba.encoder_s(e).flatten(1, 2)                  # (3B, L, C)
+    parts = [model.prepare_style(memory[k * B:(k + 1) * B], sgrid, cs.grid, generator=gens[k]) for k in range(3)]
+    blocks = [StyleBlockTensors(torch.cat([p.blocks[i].u for p in parts]),
+                                torch.cat([p.blocks[i].delta for p in parts]),
+                                torch.cat([p.blocks[i].B for p in parts])) for i in range(len(parts[0].blocks))]
+    ss = StyleState(memory, sgrid, cs.grid, None, parts[0].indices, blocks)
+    out = model.decode(cs, ss)
+    return out[:B], out[B:2 * B], out[2 * B:]
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_png(img: torch.Tensor, path: Path) -> None:
+    """(3, H, W) in [0, 1] → PNG, atomically."""
+    from PIL import Image
+
+    a = (img.detach().float().clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
+    tmp = path.with_name(f".{path.name}.part")
+    Image.fromarray(a).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def sample_sheet(contents: torch.Tensor, styles: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Rows of content | style | output with 4 px white gaps. All (N, 3, S, S). Returns (3, H, W)."""
+    pad = 4
+    rows = []
+    for c, s, o in zip(contents, styles, outputs):
+        gap = torch.ones(3, c.shape[1], pad, device=c.device)
+        rows.append(torch.cat([c, gap, s, gap, o.float().clamp(0, 1)], dim=2))
+        rows.append(torch.ones(3, pad, rows[-1].shape[2], device=c.device))
+    return torch.cat(rows[:-1], dim=1)
+
+
+class Validator:
+    """Held-out losses of the model and of two baselines (the content itself, colour transfer), plus sheets.
+
+    Args:
+        contents, styles: held-out files; pair i is (contents[i % nc], styles[i % ns]) for i < n_pairs.
+        losses: the StyleLosses (its loss network is shared with training).
+        device: where to compute. size: centre-crop size.
+    """
+
+    def __init__(self, contents: list[Path], styles: list[Path], losses: StyleLosses, device: torch.device,
+                 size: int = 256, n_pairs: int = 32) -> None:
+        n = min(n_pairs, max(len(contents), len(styles))) if contents and styles else 0
+        self.c = torch.stack([center_crop_tensor(contents[i % len(contents)], size) for i in range(n)]) if n else None
+        self.s = torch.stack([center_crop_tensor(styles[i % len(styles)], size) for i in range(n)]) if n else None
+        self.losses, self.device = losses, device
+        self.baselines: dict[str, float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.c is None
+
+    @torch.no_grad()
+    def _score(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bs: int = 8) -> dict[str, float]:
+        assert self.c is not None and self.s is not None
+        tot: dict[str, float] = {}
+        n = self.c.shape[0]
+        for i in range(0, n, bs):
+            c = self.c[i:i + bs].to(self.device)
+            s = self.s[i:i + bs].to(self.device)
+            out = fn(c, s).float()
+            r = self.losses.content_style(out, c, s)
+            for k, v in r.items():
+                tot[k] = tot.get(k, 0.0) + float(v) * c.shape[0] / n
+        w = self.losses.cfg
+        tot["weighted"] = w.content_weight * tot["content"] + w.style_weight * tot["style"]
+        return tot
+
+    def run(self, model: MambaST, amp: bool) -> dict[str, Any]:
+        """Validation losses: {"model": {...}, "content_image": {...}, "color_transfer": {...}}."""
+        was = model.training
+        model.eval()
+        ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and self.device.type == "cuda")
+        with ac:
+            res: dict[str, Any] = {"model": self._score(lambda c, s: model(c, s, seed=0))}
+            if self.baselines is None:
+                self.baselines = {"content_image": self._score(lambda c, s: c),
+                                  "color_transfer": self._score(color_transfer)}
+        model.train(was)
+        res.update(self.baselines)
+        return res
+
+    @torch.no_grad()
+    def sheet(self, model: MambaST, path: Path, amp: bool, n: int = 4) -> None:
+        """Write a PNG of content | style | output for the first n held-out pairs."""
+        assert self.c is not None and self.s is not None
+        was = model.training
+        model.eval()
+        c, s = self.c[:n].to(self.device), self.s[:n].to(self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and self.device.type == "cuda"):
+            out = model(c, s, seed=0)
+        model.train(was)
+        _save_png(sample_sheet(c, s, out), path)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _rng_state() -> dict[str, Any]:
+    st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["cuda"])
+
+
+def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """One flat all-reduce of every existing gradient, divided by the world size."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat.div_(world)
+    off = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[off:off + n].view_as(g))
+        off += n
+
+
+def export_weights(model: MambaST, cfg: TrainConfig, step: int, val: dict[str, Any] | None) -> list[Path]:
+    """Write RUN_DIR/model.safetensors in bf16 (and RUN_DIR/shards/ when asked). Returns the files written."""
+    from mambast_cli.model.weights import save_weights
+    from mambast_cli.train.shards import split_weights
+
+    path = cfg.out / "model.safetensors"
+    extra = {"train_step": step, "recipe": cfg.recipe, "loss_net": cfg.loss_net, "loss": cfg.loss.to_dict(),
+             "val": val or {}}
+    save_weights(path, model, source=f"mambast train ({cfg.recipe}, {step} steps)", extra=extra, dtype=torch.bfloat16)
+    files = [path]
+    if cfg.export_shards:
+        files += split_weights(path, cfg.out / "shards")
+    return files
+
+
+def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFeatures | None = None) -> Path:
+    """Train (or resume) a Mamba-ST model and export it.
+
+    Args:
+        cfg: the run's configuration.
+        on_event: called on rank 0 with dicts: {"event": "start"|"log"|"val"|"sample"|"ckpt"|"export"|"done", ...}.
+        loss_net: a ready loss network (tests pass a small one); default: `load_loss_net(cfg.loss_net)`.
+    Returns:
+        The exported RUN_DIR/model.safetensors (on every rank).
+    """
+    dist, dev = setup_dist(cfg.device)
+    emit = (on_event or (lambda e: None)) if dist.main else (lambda e: None)
+    t_start = time.time()
+    out = Path(cfg.out)
+    ckpt_path = out / "ckpt.pt"
+    if dist.main:
+        try:
+            (out / "samples").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create run folder {out}: {e}") from e
+    if cfg.recipe not in ("ours", "paper"):
+        raise UsageError(f"unknown recipe {cfg.recipe!r}; use ours or paper")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp = cfg.amp and dev.type == "cuda"
+
+    # data -----------------------------------------------------------------------------------------------------
+    c_train, c_val = split_holdout(list_images(cfg.content), cfg.val_frac)
+    s_train, s_val = split_holdout(list_images(cfg.style), cfg.val_frac)
+    if not c_train or not s_train:
+        raise UsageError("nothing left to train on after the hold-out split", hint="lower --val-frac")
+
+    # model, losses, optimiser --------------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model_config)
+    model.reset_parameters(official=cfg.recipe == "paper")
+    model.to(dev)
+    if cfg.channels_last:
+        model.cnn.to(memory_format=torch.channels_last)
+    net = loss_net if loss_net is not None else load_loss_net(cfg.loss_net)
+    losses = StyleLosses(net.to(dev), cfg.loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, fused=dev.type == "cuda")
+    step = 0
+    if cfg.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step = int(ck["step"])
+        if dist.world == 1 and "rng" in ck:
+            _set_rng_state(ck["rng"])
+        emit({"event": "resume", "step": step, "path": str(ckpt_path)})
+    elif cfg.resume:
+        emit({"event": "resume", "step": 0, "path": None})
+    if dist.world > 1:
+        for p in model.state_dict().values():
+            torch.distributed.broadcast(p, 0)
+    if not (cfg.resume and dist.world == 1 and step > 0):
+        torch.manual_seed(_seed_for(cfg.seed, dist.rank, step))  # DropPath masks differ per rank
+    model.train()
+
+    aug_s = cfg.aug
+    start = step * cfg.batch_size
+    c_ds = CropDataset(c_train, cfg.crop, cfg.scale_max, flip=True, seed=_seed_for(cfg.seed, 1))
+    s_ds = CropDataset(s_train, cfg.crop, cfg.scale_max, flip=True, aug=aug_s, seed=_seed_for(cfg.seed, 2))
+    pin = dev.type == "cuda"
+    c_it = infinite_loader(c_ds, cfg.batch_size, _seed_for(cfg.seed, 3), dist.rank, dist.world, cfg.workers, start, pin)
+    s_it = infinite_loader(s_ds, cfg.batch_size, _seed_for(cfg.seed, 4), dist.rank, dist.world, cfg.workers, start, pin)
+    validator = Validator(c_val, s_val, losses, dev, cfg.crop, cfg.val_pairs) if dist.main else None
+
+    log_f = open(out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
+
+    def log(rec: dict[str, Any]) -> None:
+        if log_f is not None:
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+
+    n_params = sum(p.numel() for p in params)
+    start_info = {"event": "start", "step": step, "steps": cfg.steps, "world": dist.world, "device": str(dev),
+                  "params": n_params, "train_content": len(c_train), "train_style": len(s_train),
+                  "val_content": len(c_val), "val_style": len(s_val), "config": cfg.to_dict(),
+                  "loss": losses.cfg.to_dict(), "time": time.time()}
+    log(start_info)
+    emit(start_info)
+
+    def save_ckpt() -> None:
+        if not dist.main:
+            return
+        _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
+                            "config": cfg.to_dict(), "model_config": model.cfg.to_dict()}, ckpt_path)
+        emit({"event": "ckpt", "step": step, "path": str(ckpt_path)})
+
+    def validate() -> dict[str, Any] | None:
+        if validator is None or validator.empty:
+            return None
+        r = validator.run(model, amp)
+        rec = {"event": "val", "step": step, **r}
+        log(rec)
+        emit(rec)
+        return r
+
+    # time limit: stop when the next log window plus the final checkpoint/export might not fit
+    limit_s = cfg.time_limit * 60 if cfg.time_limit else None
+    reserve_s = 60.0 + (0.02 * limit_s if limit_s else 0.0)
+    acc: dict[str, torch.Tensor] = {}
+    t_win, n_win = time.time(), 0
+    last_val: dict[str, Any] | None = None
+    stop = False
+    while step < cfg.steps and not stop:
+        c = next(c_it).to(dev, non_blocking=True)
+        s = next(s_it).to(dev, non_blocking=True)
+        lr = lr_at(step, cfg)
+        for gparam in opt.param_groups:
+            gparam["lr"] = lr
+        gens = [torch.Generator().manual_seed(_seed_for(cfg.seed, dist.rank, step, k)) for k in range(3)]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            ics, icc, iss = three_passes(model, c, s, gens, cfg.fuse_passes)
+            terms = losses(ics, icc, iss, c, s)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if dist.world > 1:
+            _average_grads(params, dist.world)
+        clip = cfg.grad_clip if (cfg.recipe == "ours" and cfg.grad_clip > 0) else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        step += 1
+        n_win += 1
+        for k, v in terms.items():
+            acc[k] = acc.get(k, 0) + v.detach().float()
+        acc["grad_norm"] = acc.get("grad_norm", 0) + gnorm.detach().float()
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            keys = sorted(acc)
+            vec = torch.stack([acc[k] for k in keys] + [torch.zeros((), device=dev)]) / n_win
+            if limit_s is not None:
+                elapsed = time.time() - t_start
+                per_step = (time.time() - t_win) / n_win
+                vec[-1] = float(elapsed + per_step * cfg.log_every + reserve_s > limit_s)
+            if dist.world > 1:
+                flag = vec[-1:].clone()
+                torch.distributed.all_reduce(vec)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                vec = vec / dist.world
+                vec[-1] = flag[0]
+            vals = vec.tolist()
+            stop = vals[-1] > 0
+            dt = time.time() - t_win
+            rec = {"event": "log", "step": step, "steps": cfg.steps, "lr": lr, "it_s": n_win / dt,
+                   "img_s": n_win * cfg.batch_size * dist.world / dt, "elapsed_s": time.time() - t_start,
+                   **{k: v for k, v in zip(keys, vals[:-1])}}
+            if dev.type == "cuda":
+                rec["mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
+            log(rec)
+            emit(rec)
+            acc, t_win, n_win = {}, time.time(), 0
+            if not math.isfinite(rec["total"]):
+                raise UsageError(f"training diverged at step {step} (loss {rec['total']})",
+                                 hint="lower --lr or resume from the last checkpoint")
+        if dist.main and validator is not None and not validator.empty:
+            if cfg.sample_every > 0 and step % cfg.sample_every == 0:
+                p = out / "samples" / f"step_{step:07d}.png"
+                validator.sheet(model, p, amp)
+                emit({"event": "sample", "step": step, "path": str(p)})
+            if cfg.val_every > 0 and step % cfg.val_every == 0:
+                last_val = validate()
+        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0:
+            save_ckpt()
+
+    # finish ---------------------------------------------------------------------------------------------------
+    reason = "steps" if step >= cfg.steps else "time limit"
+    if dist.main:
+        if validator is not None and not validator.empty:
+            if cfg.val_every <= 0 or step % cfg.val_every != 0:
+                last_val = validate()
+            p = out / "samples" / f"step_{step:07d}.png"
+            if not p.exists():
+                validator.sheet(model, p, amp)
+                emit({"event": "sample", "step": step, "path": str(p)})
+        if cfg.ckpt_every <= 0 or step % cfg.ckpt_every != 0:
+            save_ckpt()
+        files = export_weights(model, cfg, step, last_val)
+        emit({"event": "export", "step": step, "files": [str(f) for f in files]})
+        rec = {"event": "done", "step": step, "reason": reason, "elapsed_s": time.time() - t_start}
+        log(rec)
+        emit(rec)
+    if log_f is not None:
+        log_f.close()
+    if dist.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return out / "model.safetensors"
