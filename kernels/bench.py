@@ -1,0 +1,264 @@
+"""Benchmark of the Triton cross-scan (run through the device tool).
+
+    python kernels/bench.py --out $OUT/bench.json
+
+Floors (METHOD.md), worked out before measuring. One "element" = (recurrence s, direction k, channel d, state n,
+step t); count E = S*K*Di*N*L elements (K=4, Di=1024, N=16).
+
+  Work per element (forward): 1 exp2 (MUFU) + mul dt*A + mul dt*u*B + 1 FMA state update + G FMA readouts.
+    Ops counted below = E * (1 exp + 3 + G FMA/mul). H100 SXM: MUFU ex2 16/clk/SM x 132 SM x ~1.75 GHz ~ 3.7e12/s,
+    fp32 FMA 128/clk/SM ~ 3.0e13/s, issue 4 warp-instr/clk/SM ~ 9.3e11 warp-instr/s.
+    Encoder 512^2, B=8: E = 8*4*1024*16*4096 = 2.15e9 -> MUFU 0.58 ms, FMA (4/elt) 0.29 ms, issue at the bare
+    minimum of ~7 instr/elt 0.51 ms. => the floor is ~0.5-0.6 ms, set by the exp unit and instruction issue.
+  Bytes (minimum: every input read once, output written once, in the input dtype es; output fp32):
+    u S*Di*L*es + delta S*K*Di*L*es + B S*K*N*L*es + C S*G*K*N*L*es + y S*G*Di*L*4  (A, D, bias negligible)
+    512^2, B=8, bf16: 67 + 268 + 4 + 4 + 134 MB = 478 MB -> 0.16 ms at ~3 TB/s; fp32 inputs: 822 MB -> 0.27 ms.
+  => compute/issue-bound by ~3x over memory. The deterministic merge (4 fp32 slots + one sum) adds 4 writes + 4 reads
+    + 1 write of the output: +671 MB at B=8 512^2 (~0.22 ms), a cost paid for bitwise-reproducible output.
+  Backward per element: 2 exp2 (state recompute + the shifted a_{t+1}), ~12 FMA, 2 reductions over channels
+    (dB, dC) and 2 over states (du, ddelta): ~2.5x the forward's work is the realistic target.
+  Anchor (official mamba_ssm CUDA kernel, perf-anchors.md): 0.31 ms B=1 L=4096, 2.20 ms B=8 L=4096 (bf16), plus the
+    4-way direction copies and the merge that this kernel makes unnecessary (timed here as "copies").
+
+Each row prints ms (median of triton.testing.do_bench), the minimum bytes -> GB/s, and ops -> Gop/s. A row that fails
+prints its error and the script continues. The table comes last; --out writes everything as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+
+import torch
+import triton
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+try:
+    import mambast_kernels  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    import importlib.util
+    _d = os.path.dirname(os.path.abspath(__file__))
+    _spec = importlib.util.spec_from_file_location("mambast_kernels", os.path.join(_d, "__init__.py"),
+                                                   submodule_search_locations=[_d])
+    mambast_kernels = importlib.util.module_from_spec(_spec)
+    sys.modules["mambast_kernels"] = mambast_kernels
+    _spec.loader.exec_module(mambast_kernels)
+import importlib
+
+cs = importlib.import_module("mambast_kernels.cross_scan")
+
+K, DI, N = 4, 1024, 16
+DEV = "cuda"
+ANCHOR_MS = {  # official selective scan alone (perf-anchors.md), keyed (B, L, input dtype)
+    (1, 1024, "bfloat16"): 0.087, (1, 4096, "bfloat16"): 0.31, (1, 16384, "bfloat16"): 1.43, (8, 4096, "bfloat16"): 2.20,
+    (1, 1024, "float32"): 0.17, (1, 4096, "float32"): 0.61, (1, 16384, "float32"): 2.44, (8, 4096, "float32"): 4.37,
+}
+
+
+def make_inputs(S, G, h, w, dtype, gen):
+    L = h * w
+    r = lambda *s: torch.randn(*s, generator=gen, device=DEV)  # noqa: E731
+    u = r(S, DI, L).to(dtype)
+    delta = (r(S, K, DI, L) * 0.5 - 3.0).to(dtype)
+    A = -(torch.arange(1, N + 1, device=DEV, dtype=torch.float32)[None, :] * torch.exp(r(K * DI, N) * 0.1))
+    B = r(S, K, N, L).to(dtype)
+    C = r(S, G, K, N, L).to(dtype)
+    D = r(K * DI)
+    bias = r(K * DI) * 0.5
+    return [u, delta, A, B, C, D, bias]
+
+
+def fwd_bytes(S, G, L, es):
+    return S * DI * L * es + S * K * DI * L * es + S * K * N * L * es + S * G * K * N * L * es + S * G * DI * L * 4
+
+
+def fwd_ops(S, G, L):
+    return S * K * DI * N * L * (1 + 3 + G)
+
+
+def bench(fn, ms_hint=1.0):
+    rep = 200 if ms_hint < 5 else 600
+    return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
+
+
+def rotating(sets):
+    """Cycle over several input sets so that small problems are not timed out of L2."""
+    it = itertools.cycle(sets)
+    return lambda: next(it)
+
+
+def n_sets(S, G, L, es):
+    return 3 if fwd_bytes(S, G, L, es) < 300e6 else 1
+
+
+def official_copies(u, out_slots, h, w):
+    """What the official SS2D does around its scan: build the 4 direction copies of u, and merge 4 outputs back."""
+    S, Di, L = u.shape
+    x = u.view(S, Di, h, w)
+    xs = torch.stack([x.reshape(S, Di, L), x.transpose(2, 3).contiguous().view(S, Di, L)], dim=1)
+    xs = torch.cat([xs, torch.flip(xs, dims=[-1])], dim=1).contiguous()            # (S, 4, Di, L)
+    o = out_slots
+    inv = torch.flip(o[:, 2:4], dims=[-1])
+    wh = o[:, 1].view(S, Di, w, h).transpose(2, 3).contiguous().view(S, Di, L)
+    invwh = inv[:, 1].view(S, Di, w, h).transpose(2, 3).contiguous().view(S, Di, L)
+    return xs, o[:, 0] + inv[:, 0] + wh + invwh
+
+
+def row_fwd(name, S, G, h, w, dtype, gen, config=None, kernel_only=False, copies=False):
+    L = h * w
+    es = torch.empty((), dtype=dtype).element_size()
+    sets = [make_inputs(S, G, h, w, dtype, gen) for _ in range(n_sets(S, G, L, es))]
+    nxt = rotating(sets)
+    cfg = cs.cross_scan_fwd(*sets[0], h, w, config=config)[2]   # compiles / tunes outside the timing
+    if kernel_only:
+        fn = lambda: cs._launch_fwd(*nxt(), h, w, cfg, False)  # noqa: E731
+    else:
+        fn = lambda: cs.cross_scan_fwd(*nxt(), h, w, config=cfg)  # noqa: E731
+    ms = bench(fn)
+    nbytes, ops = fwd_bytes(S, G, L, es), fwd_ops(S, G, L)
+    r = dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype=str(dtype).replace("torch.", ""), config=list(cfg), ms=ms,
+             bytes=nbytes, GBps=nbytes / ms / 1e6, ops=ops, Gops=ops / ms / 1e6)
+    if copies:
+        u = sets[0][0]
+        slots = torch.randn(S, K, DI, L, device=DEV)
+        ms_c = bench(lambda: official_copies(u, slots, h, w))
+        anchor = ANCHOR_MS.get((S, L, r["dtype"]))
+        r.update(copies_ms=ms_c, anchor_scan_ms=anchor,
+                 anchor_total_ms=(anchor + ms_c) if anchor else None)
+    return r
+
+
+def row_merge(name, S, G, h, w):
+    L = h * w
+    slots = torch.randn(S, G, K, DI, L, device=DEV)
+    ms = bench(lambda: slots.sum(dim=2))
+    nbytes = slots.numel() * 4 + S * G * DI * L * 4
+    return dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype="float32", ms=ms, bytes=nbytes, GBps=nbytes / ms / 1e6)
+
+
+def row_train(name, S, h, w, dtype, gen, config=None, bwd_config=None):
+    """Training forward (saves checkpoints) and backward, timed separately and together."""
+    G, L = 1, h * w
+    es = torch.empty((), dtype=dtype).element_size()
+    xs = make_inputs(S, G, h, w, dtype, gen)
+    y, hck, cfg = cs.cross_scan_fwd(*xs, h, w, save_states=True, config=config)
+    dy = torch.randn_like(y)
+    cs.cross_scan_bwd(*xs, dy, hck, h, w, cfg[1], bwd_config)  # compile / tune
+    ms_f = bench(lambda: cs.cross_scan_fwd(*xs, h, w, save_states=True, config=cfg))
+    ms_b = bench(lambda: cs.cross_scan_bwd(*xs, dy, hck, h, w, cfg[1], bwd_config))
+    ms_inf = bench(lambda: cs.cross_scan_fwd(*xs, h, w, save_states=False, config=None))
+    xt = [x.clone().requires_grad_() for x in xs]
+
+    def fb():
+        yy = cs.cross_scan_triton(*xt, h, w, config=cfg, bwd_config=bwd_config)
+        torch.autograd.grad(yy, xt, dy)
+    ms_fb = bench(fb)
+    # backward minimum bytes: inputs again + dy + all grads once + the checkpoints (written by fwd, read here)
+    nbytes = fwd_bytes(S, G, L, es) * 2 + hck.numel() * 4
+    ops = S * K * DI * N * L * 16
+    bcfg = bwd_config
+    if bcfg is None and DEV == "cuda":
+        bcfg = cs._TUNE_CACHE.get(f"bwd|S{S}|Di{DI}|L{L}|G{G}|N{N}|BT{cfg[1]}|{dtype}|{dtype}|"
+                                  f"{torch.cuda.get_device_name()}")
+    return dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype=str(dtype).replace("torch.", ""), config=list(cfg),
+                bwd_config=bcfg, ms=ms_b, fwd_train_ms=ms_f, fwd_infer_ms=ms_inf, fwd_bwd_autograd_ms=ms_fb,
+                bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
+
+
+def row_copy_ceiling():
+    x = torch.empty(256 * 1024 * 1024, device=DEV, dtype=torch.float32)
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    nbytes = 2 * x.numel() * 4
+    return dict(name="ceiling: d2d copy 1 GiB", ms=ms, bytes=nbytes, GBps=nbytes / ms / 1e6)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--no-sweep", action="store_true", help="skip the per-config sweeps")
+    args = ap.parse_args()
+    gen = torch.Generator(device=DEV)
+    gen.manual_seed(1234)
+    bf16, f32 = torch.bfloat16, torch.float32
+    print(f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
+
+    jobs = [
+        ("ceiling", row_copy_ceiling, {}),
+        # encoder form (S = B images, G = 1) at 512^2
+        ("enc 512 B1 bf16", row_fwd, dict(S=1, G=1, h=64, w=64, dtype=bf16, copies=True)),
+        ("enc 512 B8 bf16", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=bf16, copies=True)),
+        ("enc 512 B1 fp32", row_fwd, dict(S=1, G=1, h=64, w=64, dtype=f32, copies=True)),
+        ("enc 512 B8 fp32", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=f32, copies=True)),
+        ("enc 512 B8 bf16 kernel only", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=bf16, kernel_only=True)),
+        ("merge sum 512 B8", row_merge, dict(S=8, G=1, h=64, w=64)),
+        # decoder form: one style recurrence, G contents
+        ("dec 512 G1 bf16", row_fwd, dict(S=1, G=1, h=64, w=64, dtype=bf16)),
+        ("dec 512 G8 bf16", row_fwd, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
+        ("dec 512 G8 bf16 kernel only", row_fwd, dict(S=1, G=8, h=64, w=64, dtype=bf16, kernel_only=True)),
+        # L sweep, B = 1
+        ("L 256 B1 bf16", row_fwd, dict(S=1, G=1, h=32, w=32, dtype=bf16, copies=True)),
+        ("L 1024 B1 bf16", row_fwd, dict(S=1, G=1, h=128, w=128, dtype=bf16, copies=True)),
+        ("L 2048 B1 bf16", row_fwd, dict(S=1, G=1, h=256, w=256, dtype=bf16)),
+        ("L 512x768 B1 bf16", row_fwd, dict(S=1, G=1, h=64, w=96, dtype=bf16)),
+        # training: backward vs forward
+        ("train 256 B8 fp32", row_train, dict(S=8, h=32, w=32, dtype=f32)),
+        ("train 512 B8 fp32", row_train, dict(S=8, h=64, w=64, dtype=f32)),
+    ]
+    if not args.no_sweep:
+        for cfg in cs.FWD_CONFIGS:
+            jobs.append((f"sweep fwd {cfg}", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=bf16, config=cfg,
+                                                           kernel_only=True)))
+        for cfg in cs.FWD_CONFIGS:
+            jobs.append((f"sweep fwd B1 {cfg}", row_fwd, dict(S=1, G=1, h=64, w=64, dtype=bf16, config=cfg,
+                                                              kernel_only=True)))
+        for bcfg in cs.BWD_CONFIGS:
+            jobs.append((f"sweep bwd {bcfg}", row_train, dict(S=8, h=32, w=32, dtype=f32, config=(32, 8, 4, 4),
+                                                              bwd_config=bcfg)))
+
+    rows = []
+    t_start = time.time()
+    for name, fn, kw in jobs:
+        t0 = time.time()
+        try:
+            r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge) else (
+                fn() if fn is row_copy_ceiling else fn(name, **kw))
+        except Exception as e:
+            traceback.print_exc()
+            r = dict(name=name, error=f"{type(e).__name__}: {e}"[:300])
+        r["wall_s"] = round(time.time() - t0, 1)
+        rows.append(r)
+        print(json.dumps(r, default=str), flush=True)
+        torch.cuda.empty_cache()
+
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                           rows=rows, tune_cache=cs._TUNE_CACHE, total_s=time.time() - t_start), f, indent=1,
+                      default=str)
+
+    print(f"\n{'row':34} {'ms':>8} {'GB/s':>7} {'Gop/s':>7}  config            extra")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:34} ERROR {r['error']}")
+            continue
+        extra = ""
+        if r.get("copies_ms") is not None:
+            extra += f"copies {r['copies_ms']:.3f}"
+            if r.get("anchor_total_ms"):
+                extra += f" | anchor scan+copies {r['anchor_total_ms']:.3f} -> x{r['anchor_total_ms'] / r['ms']:.2f}"
+        if "fwd_train_ms" in r:
+            extra += (f"fwd(save) {r['fwd_train_ms']:.3f} fwd(inf) {r['fwd_infer_ms']:.3f} "
+                      f"bwd/fwd {r['bwd_over_fwd']:.2f} autograd f+b {r['fwd_bwd_autograd_ms']:.3f} bcfg {r['bwd_config']}")
+        print(f"{r['name']:34} {r['ms']:8.3f} {r.get('GBps', 0):7.0f} {r.get('Gops', 0):7.0f}  "
+              f"{str(r.get('config', '')):17} {extra}")
+    print(f"total {time.time() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
