@@ -223,7 +223,7 @@ class Engine:
             model: use this MambaST instead of loading weights (tests, benchmarks; moved to `device`).
             compile: torch.compile the CNN decoder (experimental; the first batch of each new size is slow while
                 its graph compiles).
-            channels_last: channels-last CNN decoder; None → on for CUDA, off for CPU.
+            channels_last: channels-last CNN decoder; None → off (measured on an H100 at 512², bf16: 8.24 ms/img off vs 9.12 on; BENCHMARKS.md).
             render_pixels: most output pixels one CNN-decoder call may produce before it is split into batches
                 and tiles; None → from free GPU memory (CUDA) or 4 MP (CPU).
             style_memory_bytes: device memory for memoised per-grid style layouts (LRU); None → 15% of the GPU,
@@ -263,7 +263,7 @@ class Engine:
             torch.backends.cudnn.deterministic = deterministic
             torch.backends.cuda.matmul.allow_tf32 = False   # fp32 path stays a true fp32 reference
             torch.backends.cudnn.allow_tf32 = False
-        self.channels_last = (self.device.type == "cuda") if channels_last is None else bool(channels_last)
+        self.channels_last = False if channels_last is None else bool(channels_last)
         if self.channels_last:
             self.model.cnn.to(memory_format=torch.channels_last)
         self.geometry = cnn_geometry(self.model.cnn)

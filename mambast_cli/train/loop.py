@@ -437,6 +437,8 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
         _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
                             "config": cfg.to_dict(), "model_config": model.cfg.to_dict()}, ckpt_path)
         emit({"event": "ckpt", "step": step, "path": str(ckpt_path)})
+        if cfg.export_shards:  # a small bf16 copy at every checkpoint, so a lost machine never loses the run
+            export_weights(model, cfg, step, None)
 
     def validate() -> dict[str, Any] | None:
         if validator is None or validator.empty:
