@@ -258,12 +258,16 @@ def stylize(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and list the jobs; compute nothing.")] = False,
+    devices: Annotated[Optional[str], typer.Option(help="Several devices of this host, one worker each: all, GPU indices (0,1,3) or cpu,cpu.")] = None,
+    ray: Annotated[Optional[str], typer.Option("--ray", help="Run on a Ray cluster at this address (auto, or ray://HOST:10001); needs the ray extra.", metavar="ADDRESS")] = None,
+    ray_actors: Annotated[Optional[int], typer.Option(min=1, help="With --ray: model actors in the pool (default: one per GPU of the cluster).")] = None,
 ) -> None:
     """Stylize every INPUT with every --style into OUTDIR as {stem}__{style-stem}.{ext}."""
     console = _err_console()
     try:
         _stylize(console, inputs, style, output, size, max_side, style_size, alpha, preserve_color, seed, format.value,
-                 quality, overwrite, batch_size, device, weights, precision.value, max_pixels, null, json_out, quiet, dry_run)
+                 quality, overwrite, batch_size, device, weights, precision.value, max_pixels, null, json_out, quiet, dry_run,
+                 devices, ray, ray_actors)
     except MambastError as e:
         _fail(e, console, json_out)
 
@@ -271,7 +275,8 @@ def stylize(
 def _stylize(console: "Console", inputs: list[str], style: list[str], output: str, size: int, max_side: int,
              style_size: int | None, alpha: float, preserve_color: bool, seed: int, fmt: str, quality: int | None,
              overwrite: bool, batch_size: int | None, device: str, weights: Path | None, precision: str,
-             max_pixels: int, null: bool, json_out: bool, quiet: bool, dry_run: bool) -> NoReturn:
+             max_pixels: int, null: bool, json_out: bool, quiet: bool, dry_run: bool,
+             devices: str | None = None, ray: str | None = None, ray_actors: int | None = None) -> NoReturn:
     from mambast_cli.io import probe_writable
     from mambast_cli.pipeline import RunOptions, create_engine, plan_jobs, run_plan
 
@@ -282,6 +287,13 @@ def _stylize(console: "Console", inputs: list[str], style: list[str], output: st
     to_stdout = output == "-"
     if to_stdout and json_out:
         raise UsageError("-o - and --json both want stdout", hint="drop one of them")
+    if devices is not None and device != "auto":
+        raise UsageError("--device and --devices both given", hint="use --devices for several devices, --device for one")
+    if ray is not None and (devices is not None or to_stdout):
+        raise UsageError("--ray runs on the cluster's devices and writes to a folder",
+                         hint="drop --devices / -o - (use a folder every Ray node can reach)")
+    if ray_actors is not None and ray is None:
+        raise UsageError("--ray-actors needs --ray ADDRESS")
     literal: list[str] = []
     stdin_image: bytes | None = None
     if "-" in inputs:
@@ -305,13 +317,35 @@ def _stylize(console: "Console", inputs: list[str], style: list[str], output: st
         raise typer.Exit(0)
     if not to_stdout:
         probe_writable(output)
+    opts = RunOptions(size=size, max_side=max_side, style_size=style_size, alpha=alpha, preserve_color=preserve_color,
+                      quality=quality, batch_size=batch_size, max_pixels=max_pixels)
+    engine_kwargs: dict[str, Any] = dict(weights=os.fspath(weights) if weights else None, precision=precision, seed=seed)
+    if ray is not None or (devices is not None and not to_stdout):
+        renderer = _Renderer(console, total=plan.n_pending, json_mode=json_out, quiet=quiet)
+        try:
+            if ray is not None:
+                from mambast_cli.ray import stylize_plan
+
+                report = stylize_plan(plan, address=ray, opts=opts, concurrency=ray_actors, on_event=renderer,
+                                      **engine_kwargs)
+            else:
+                from mambast_cli.pipeline.multi import parse_devices, run_plan_multi
+
+                report = run_plan_multi(plan, parse_devices(devices or ""), engine_kwargs, opts, on_event=renderer)
+        except MambastError:
+            renderer.close()
+            raise
+        renderer.summary(report)
+        raise typer.Exit(_exit_code(report))
+    if devices is not None:  # one picture to stdout: its first device is enough
+        from mambast_cli.pipeline.multi import parse_devices
+
+        device = parse_devices(devices)[0]
     engine: Any = None
     if plan.n_pending:
         import torch  # noqa: F401 - imported before the progress clock starts
 
-        engine = create_engine(weights=os.fspath(weights) if weights else None, device=device, precision=precision, seed=seed)
-    opts = RunOptions(size=size, max_side=max_side, style_size=style_size, alpha=alpha, preserve_color=preserve_color,
-                      quality=quality, batch_size=batch_size, max_pixels=max_pixels)
+        engine = create_engine(device=device, **engine_kwargs)
     renderer = _Renderer(console, total=plan.n_pending, json_mode=json_out, quiet=quiet)
 
     def sink(data: bytes) -> None:

@@ -8,6 +8,9 @@ a comma-separated list of modes:
 - ``slow``: sleep ``MAMBAST_FAKE_DELAY`` seconds (default 0.2) per picture in ``stylize``.
 - ``oom``: raise ``torch.OutOfMemoryError`` for batches larger than ``MAMBAST_FAKE_OOM_ABOVE`` (default 1).
 - ``interrupt``: raise KeyboardInterrupt once ``MAMBAST_FAKE_INTERRUPT_AFTER`` pictures (default 2) are done.
+- ``die``: the process exits at once (``os._exit(17)``, like a crashed GPU worker) in ``stylize`` once
+  ``MAMBAST_FAKE_DIE_AFTER`` pictures (default 2) are done, but only in the multi-device worker whose rank
+  (``MAMBAST_WORKER_RANK``, set by mambast_cli.pipeline.multi) equals ``MAMBAST_FAKE_DIE_RANK`` (default 1).
 - ``noweights``: the constructor raises WeightsError (as the real Engine does without bundled weights).
 - ``baddevice``: the constructor raises DeviceError.
 
@@ -92,6 +95,9 @@ class FakeEngine:
             raise torch.OutOfMemoryError(f"fake OOM for a batch of {b}")
         if "interrupt" in self.modes and self.stats["images"] >= self.interrupt_after:
             raise KeyboardInterrupt
+        if ("die" in self.modes and os.environ.get("MAMBAST_WORKER_RANK") == os.environ.get("MAMBAST_FAKE_DIE_RANK", "1")
+                and self.stats["images"] >= int(os.environ.get("MAMBAST_FAKE_DIE_AFTER", "2"))):
+            os._exit(17)
         if "slow" in self.modes:
             time.sleep(self.delay * b)
         styled = 0.5 * contents + 0.5 * style.mean.view(1, 3, 1, 1) + 0.001 * (self.seed % 7)

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from mambast_cli.errors import DeviceError, MambastError, OutputError
 from mambast_cli.io import (
@@ -193,17 +193,42 @@ def source_bytes(src: Source) -> bytes:
     return read_input_bytes(src.path)
 
 
+def encode_style_source(engine: Any, src: Source, opts: RunOptions) -> Any:
+    """Decode a style source and encode it with the engine, exactly as a run does (same cache key and resizing).
+
+    Args:
+        engine: the engine.
+        src: the style source.
+        opts: the run's options (``max_pixels``, ``max_side``, ``style_size`` are used).
+
+    Returns:
+        The engine's style handle.
+
+    Raises:
+        MambastError: the style cannot be read or encoded.
+    """
+    data = source_bytes(src)
+    img = decode_image(data, name=src.display, max_pixels=opts.max_pixels)
+    if opts.max_side:
+        img = resize_image(img, target_size(*img.size, max_side=opts.max_side))
+    key = hashlib.sha256(data).hexdigest()
+    return engine.encode_style(image_to_tensor(img), key=key, style_size=opts.style_size)
+
+
 class _Runner:
     def __init__(self, plan: Plan, engine: Any, opts: RunOptions, on_event: EventCallback | None,
-                 stdout_sink: Callable[[bytes], None] | None, stop: threading.Event | None) -> None:
+                 stdout_sink: Callable[[bytes], None] | None, stop: threading.Event | None,
+                 jobs: Iterable[tuple[int, tuple[int, ...]]] | None = None,
+                 style_handles: dict[int, Any] | None = None) -> None:
         self.plan, self.engine, self.opts = plan, engine, opts
+        self.jobs = jobs
         self.on_event = on_event
         self.stdout_sink = stdout_sink
         self.stop = stop or threading.Event()
         self.report = Report(planned=plan.n_pending)
         self.lock = threading.Lock()
         self.fatal: BaseException | None = None
-        self.handles: dict[int, Any] = {}
+        self.handles: dict[int, Any] = dict(style_handles or {})
         self.failed_styles: dict[int, Event] = {}
         self.caps: dict[tuple[int, int], int] = {}
         self.cleaned_dirs: set[str] = set()
@@ -245,14 +270,11 @@ class _Runner:
         for si in needed:
             if self.stop.is_set():
                 return
+            if si in self.handles:  # pre-encoded by the caller (several workers share one encoding)
+                continue
             src = self.plan.styles[si]
             try:
-                data = source_bytes(src)
-                img = decode_image(data, name=src.display, max_pixels=self.opts.max_pixels)
-                if self.opts.max_side:
-                    img = resize_image(img, target_size(*img.size, max_side=self.opts.max_side))
-                key = hashlib.sha256(data).hexdigest()
-                self.handles[si] = self.engine.encode_style(image_to_tensor(img), key=key, style_size=self.opts.style_size)
+                self.handles[si] = encode_style_source(self.engine, src, self.opts)
             except MambastError as e:
                 self.failed_styles[si] = Event("error", style=src.display, error=type(e).__name__,
                                                message=f"style failed: {e}", hint=e.hint)
@@ -260,7 +282,8 @@ class _Runner:
 
     # -- decode stream ----------------------------------------------------------------------------------------
     def _feed(self) -> Iterator[tuple[int, tuple[int, ...]]]:
-        for ci, styles in enumerate(self.plan.pending):
+        feed = self.jobs if self.jobs is not None else enumerate(self.plan.pending)
+        for ci, styles in feed:
             if not styles:
                 continue
             ok_styles = []
@@ -467,6 +490,8 @@ def run_plan(
     on_event: EventCallback | None = None,
     stdout_sink: Callable[[bytes], None] | None = None,
     stop: threading.Event | None = None,
+    jobs: Iterable[tuple[int, tuple[int, ...]]] | None = None,
+    style_handles: dict[int, Any] | None = None,
 ) -> Report:
     """Execute a plan with an engine (see the module docstring for the data flow).
 
@@ -477,6 +502,10 @@ def run_plan(
         on_event: called once per item (``ok``/``error``/``skipped``) and for notes; serialised by a lock.
         stdout_sink: receives the encoded bytes when the plan writes to stdout.
         stop: set it from another thread to stop the run early (treated like Ctrl-C).
+        jobs: the (content index, style indices) to compute, in order, instead of ``plan.pending`` (a multi-worker
+            run feeds each worker from a shared queue this way; it may block). Styles are still encoded from
+            ``plan.pending``.
+        style_handles: style handles already encoded with this engine, by style index (not encoded again).
 
     Returns:
         The Report.
@@ -484,4 +513,4 @@ def run_plan(
     Raises:
         OutputError: the output location cannot be written (the run stops; finished outputs stay).
     """
-    return _Runner(plan, engine, opts or RunOptions(), on_event, stdout_sink, stop).run()
+    return _Runner(plan, engine, opts or RunOptions(), on_event, stdout_sink, stop, jobs, style_handles).run()
