@@ -14,10 +14,12 @@ from .scan_ref import K_DIRECTIONS, cross_scan_ref, direction_indices
 
 try:  # the Triton path is optional: CPU-only installs run the reference
     from .cross_scan import cross_scan_triton  # type: ignore[attr-defined]
+    from .cross_scan_v2 import cross_scan_triton_v2, scan_impl  # type: ignore[attr-defined]
 except Exception:  # pragma: no cover - depends on the install
     cross_scan_triton = None
+    cross_scan_triton_v2 = None
 
-__all__ = ["K_DIRECTIONS", "cross_scan", "cross_scan_ref", "cross_scan_triton", "direction_indices", "backend_for"]
+__all__ = ["K_DIRECTIONS", "cross_scan", "cross_scan_ref", "cross_scan_triton", "cross_scan_triton_v2", "direction_indices", "backend_for"]
 
 
 def backend_for(x: torch.Tensor) -> str:
@@ -30,11 +32,25 @@ def backend_for(x: torch.Tensor) -> str:
     return "ref"
 
 
-def cross_scan(u, delta, A, B, C, D, delta_bias, h: int, w: int, backend: str | None = None):
-    """4-direction selective scan, G readouts per recurrence; see `scan_ref.cross_scan_ref` for shapes."""
+def cross_scan(u, delta, A, B, C, D, delta_bias, h: int, w: int, backend: str | None = None, layout: str = "cf"):
+    """4-direction selective scan, G readouts per recurrence; see `scan_ref.cross_scan_ref` for shapes.
+
+    layout="cf" (default): u (S,Di,L), delta (S,K,Di,L) -> y (S,G,Di,L). layout="cl" (channel-last, fastest with the
+    v2 kernel: no transposes): u (S,L,Di), delta (S,K,L,Di) -> y (S,G,L,Di). B, C are (S,K,N,L), (S,G,K,N,L) in both.
+    The Triton kernel is v2 unless MAMBAST_SCAN_IMPL=v1 (the previous chunked kernel, kept as a fallback).
+    """
+    if layout not in ("cf", "cl"):
+        raise ValueError(f"layout must be 'cf' or 'cl', got {layout!r}")
     backend = backend or backend_for(u)
     if backend == "triton":
         if cross_scan_triton is None:
             raise RuntimeError("Triton scan requested but mambast_kernels.cross_scan could not be imported")
-        return cross_scan_triton(u, delta, A, B, C, D, delta_bias, h, w)
-    return cross_scan_ref(u, delta, A, B, C, D, delta_bias, h, w)
+        if scan_impl() == "v2":
+            return cross_scan_triton_v2(u, delta, A, B, C, D, delta_bias, h, w, layout=layout)
+        fn = cross_scan_triton
+    else:
+        fn = cross_scan_ref
+    if layout == "cl":
+        y = fn(u.transpose(1, 2), delta.transpose(2, 3), A, B, C, D, delta_bias, h, w)
+        return y.transpose(-1, -2)
+    return fn(u, delta, A, B, C, D, delta_bias, h, w)

@@ -50,6 +50,7 @@ except ImportError:  # a checkout without `pip install -e .`
 import importlib
 
 cs = importlib.import_module("mambast_kernels.cross_scan")
+cs2 = importlib.import_module("mambast_kernels.cross_scan_v2")
 
 K, DI, N = 4, 1024, 16
 DEV = "cuda"
@@ -169,6 +170,55 @@ def row_train(name, S, h, w, dtype, gen, config=None, bwd_config=None):
                 bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
 
 
+def row_fwd_v2(name, S, G, h, w, dtype, gen, layout="cl", config=None):
+    """v2 forward. layout='cl': channel-last inputs, kernel + slot sum only; 'cf': includes the wrapper's transposes."""
+    L = h * w
+    es = torch.empty((), dtype=dtype).element_size()
+    sets = [make_inputs(S, G, h, w, dtype, gen) for _ in range(n_sets(S, G, L, es))]
+    if layout == "cl":
+        sets = [[x[0].transpose(1, 2).contiguous(), x[1].transpose(2, 3).contiguous()] + x[2:] for x in sets]
+    nxt = rotating(sets)
+    if layout == "cl":
+        cfg = cs2.cross_scan_fwd_cl(*sets[0], h, w, config=config)[2]
+        fn = lambda: cs2.cross_scan_fwd_cl(*nxt(), h, w, config=cfg)  # noqa: E731
+    else:
+        with torch.no_grad():
+            cs2.cross_scan_triton_v2(*sets[0], h, w, layout="cf", config=config)
+        cfg = config
+        fn = lambda: cs2.cross_scan_triton_v2(*nxt(), h, w, layout="cf", config=config)  # noqa: E731
+    with torch.no_grad():
+        ms = bench(fn)
+    nbytes, ops = fwd_bytes(S, G, L, es), fwd_ops(S, G, L)
+    return dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype=str(dtype).replace("torch.", ""),
+                config=list(cfg) if cfg else None, ms=ms, bytes=nbytes, GBps=nbytes / ms / 1e6, ops=ops,
+                Gops=ops / ms / 1e6, anchor_scan_ms=ANCHOR_MS.get((S, L, str(dtype).replace("torch.", ""))))
+
+
+def row_train_v2(name, S, h, w, dtype, gen, bwd_config=None):
+    """v2 training: channel-last fwd with checkpoints, bwd, and autograd fwd+bwd (layout='cl')."""
+    G, L = 1, h * w
+    es = torch.empty((), dtype=dtype).element_size()
+    xs = make_inputs(S, G, h, w, dtype, gen)
+    xs = [xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()] + xs[2:]
+    y, hck, cfg = cs2.cross_scan_fwd_cl(*xs, h, w, save_states=True)
+    dy = torch.randn_like(y)
+    cs2.cross_scan_bwd_cl(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config)
+    ms_f = bench(lambda: cs2.cross_scan_fwd_cl(*xs, h, w, save_states=True, config=cfg))
+    ms_b = bench(lambda: cs2.cross_scan_bwd_cl(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config))
+    ms_inf = bench(lambda: cs2.cross_scan_fwd_cl(*xs, h, w, save_states=False))
+    xt = [x.clone().requires_grad_() for x in xs]
+
+    def fb():
+        yy = cs2.cross_scan_triton_v2(*xt, h, w, layout="cl", bwd_config=bwd_config)
+        torch.autograd.grad(yy, xt, dy)
+    ms_fb = bench(fb)
+    nbytes = fwd_bytes(S, G, L, es) * 2 + hck.numel() * 4
+    ops = S * K * DI * N * L * 16
+    return dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype=str(dtype).replace("torch.", ""), config=list(cfg),
+                bwd_config=bwd_config, ms=ms_b, fwd_train_ms=ms_f, fwd_infer_ms=ms_inf, fwd_bwd_autograd_ms=ms_fb,
+                bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
+
+
 def row_copy_ceiling():
     x = torch.empty(256 * 1024 * 1024, device=DEV, dtype=torch.float32)
     y = torch.empty_like(x)
@@ -181,12 +231,39 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-sweep", action="store_true", help="skip the per-config sweeps")
+    ap.add_argument("--v1-all", action="store_true", help="all v1 rows and sweeps (default: v1 on the key rows only)")
     args = ap.parse_args()
     gen = torch.Generator(device=DEV)
     gen.manual_seed(1234)
     bf16, f32 = torch.bfloat16, torch.float32
     print(f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
 
+    v2 = [
+        # training shapes (Ics/Icc/Iss fused: S=24 at 256^2), bf16 inputs, fp32 state
+        ("v2 train 256 S24 bf16", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16)),
+        ("v2 train 256 S8 fp32", row_train_v2, dict(S=8, h=32, w=32, dtype=f32)),
+        ("v2 enc 512 B8 bf16 cl", row_fwd_v2, dict(S=8, G=1, h=64, w=64, dtype=bf16)),
+        ("v2 enc 512 B8 bf16 cf", row_fwd_v2, dict(S=8, G=1, h=64, w=64, dtype=bf16, layout="cf")),
+        ("v2 enc 512 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=64, w=64, dtype=bf16)),
+        ("v2 dec 512 G8 bf16 cl", row_fwd_v2, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
+        ("v2 L 1024 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=128, w=128, dtype=bf16)),
+    ]
+    v2 += [(f"v2 sweep fwd {c}", row_fwd_v2, dict(S=24, G=1, h=32, w=32, dtype=bf16, config=c))
+           for c in cs2.FWD_CONFIGS]
+    v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
+           for c in cs2.BWD_CONFIGS]
+    v1_key = [
+        ("v1 enc 512 B8 bf16", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=bf16)),
+        ("v1 train 256 S8 fp32", row_train, dict(S=8, h=32, w=32, dtype=f32)),
+        ("v1 dec 512 G8 bf16", row_fwd, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
+    ]
+    jobs = [("ceiling", row_copy_ceiling, {})] + v2 + v1_key
+    if args.v1_all:
+        jobs += _v1_jobs(args, bf16, f32)
+    return _run(jobs, args, gen)
+
+
+def _v1_jobs(args, bf16, f32):
     jobs = [
         ("ceiling", row_copy_ceiling, {}),
         # encoder form (S = B images, G = 1) at 512^2
@@ -219,7 +296,10 @@ def main():
         for bcfg in cs.BWD_CONFIGS:
             jobs.append((f"sweep bwd {bcfg}", row_train, dict(S=8, h=32, w=32, dtype=f32, config=(32, 8, 4, 4),
                                                               bwd_config=bcfg)))
+    return jobs[1:]
 
+
+def _run(jobs, args, gen):
     rows = []
     t_start = time.time()
     for name, fn, kw in jobs:
@@ -227,6 +307,7 @@ def main():
         try:
             r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge) else (
                 fn() if fn is row_copy_ceiling else fn(name, **kw))
+            torch.cuda.synchronize()
         except Exception as e:
             traceback.print_exc()
             r = dict(name=name, error=f"{type(e).__name__}: {e}"[:300])

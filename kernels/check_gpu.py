@@ -38,6 +38,7 @@ except ImportError:  # run from a checkout without `pip install -e .`: map the f
 import importlib
 
 cs = importlib.import_module("mambast_kernels.cross_scan")
+cs2 = importlib.import_module("mambast_kernels.cross_scan_v2")
 from mambast_kernels.scan_ref import cross_scan_ref  # noqa: E402
 
 K = 4
@@ -82,17 +83,21 @@ def ref_fwd(xs, h, w):
     return torch.cat(outs, 0)
 
 
-def row_forward(S, G, h, w, dtype, gen, config=None):
+def _scan(impl):
+    return cs2.cross_scan_triton_v2 if impl == "v2" else cs.cross_scan_triton
+
+
+def row_forward(S, G, h, w, dtype, gen, config=None, impl="v2"):
     Di, N = DI, NS
     xs = make_inputs(S, Di, N, G, h, w, gen)
     xin = [x.to(dtype) if i not in (2, 5, 6) else x for i, x in enumerate(xs)]
     cs.POISON_BUFFERS = True
     try:
         t0 = time.time()
-        y1 = cs.cross_scan_triton(*xin, h, w, config=config)
+        y1 = _scan(impl)(*xin, h, w, config=config)
         _sync()
         t_first = time.time() - t0
-        y2 = cs.cross_scan_triton(*xin, h, w, config=config)
+        y2 = _scan(impl)(*xin, h, w, config=config)
         _sync()
     finally:
         cs.POISON_BUFFERS = False
@@ -100,7 +105,7 @@ def row_forward(S, G, h, w, dtype, gen, config=None):
     det = bool(torch.equal(y1, y2))
     y_ref = ref_fwd(xs, h, w)
     err = rel(y1, y_ref)
-    out = dict(kind="fwd", S=S, G=G, h=h, w=w, dtype=str(dtype).replace("torch.", ""), config=config,
+    out = dict(kind=f"{impl}f", S=S, G=G, h=h, w=w, dtype=str(dtype).replace("torch.", ""), config=config,
                rel_err=err, finite=finite, deterministic=det, first_call_s=round(t_first, 2))
     if dtype == torch.float32:
         out["tol"] = 1e-5
@@ -111,16 +116,16 @@ def row_forward(S, G, h, w, dtype, gen, config=None):
     return out
 
 
-def row_backward(S, G, h, w, gen, config=None, bwd_config=None):
+def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2"):
     Di, N = DI, NS
     xs = make_inputs(S, Di, N, G, h, w, gen)
     xt = [x.clone().requires_grad_() for x in xs]
     cs.POISON_BUFFERS = True
     try:
-        y = cs.cross_scan_triton(*xt, h, w, config=config, bwd_config=bwd_config)
+        y = _scan(impl)(*xt, h, w, config=config, bwd_config=bwd_config)
         dy = torch.randn(y.shape, generator=gen, device=DEV)
         g1 = torch.autograd.grad(y, xt, dy)
-        g2 = torch.autograd.grad(cs.cross_scan_triton(*xt, h, w, config=config, bwd_config=bwd_config), xt, dy)
+        g2 = torch.autograd.grad(_scan(impl)(*xt, h, w, config=config, bwd_config=bwd_config), xt, dy)
     finally:
         cs.POISON_BUFFERS = False
     det = all(torch.equal(a, b) for a, b in zip(g1, g2))
@@ -131,7 +136,7 @@ def row_backward(S, G, h, w, gen, config=None, bwd_config=None):
     errs = {f"d{n}": rel(a, b) for n, a, b in zip(names, g1, g64)}
     finite = all(bool(torch.isfinite(g).all()) for g in g1)
     worst = max(errs.values())
-    return dict(kind="bwd", S=S, G=G, h=h, w=w, dtype="float32", config=config, bwd_config=bwd_config,
+    return dict(kind=f"{impl}b", S=S, G=G, h=h, w=w, dtype="float32", config=config, bwd_config=bwd_config,
                 rel_err=worst, grads=errs, y_rel_err=rel(y, y64), finite=finite, deterministic=det, tol=1e-5,
                 ok=finite and det and worst < 1e-5)
 
@@ -139,7 +144,7 @@ def row_backward(S, G, h, w, gen, config=None, bwd_config=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
-    ap.add_argument("--quick", action="store_true", help="fewer rows")
+    ap.add_argument("--quick", action="store_true", help="< 60 s: v2 parity at training + inference shapes only")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA device"
     gen = torch.Generator(device=DEV)
@@ -147,21 +152,30 @@ def main():
     print(f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {cs.triton.__version__}")
 
     jobs = []
-    grids = [(32, 32), (64, 64), (128, 128), (64, 96)]
-    for (h, w) in grids:
-        for S, G in [(2, 1), (1, 8)]:
-            for dtype in (torch.float32, torch.bfloat16):
-                if args.quick and (h, w) == (128, 128) and G == 8:
-                    continue
-                jobs.append(("fwd", dict(S=S, G=G, h=h, w=w, dtype=dtype)))
-    for (h, w) in [(32, 32), (64, 64)]:
-        jobs.append(("bwd", dict(S=2, G=1, h=h, w=w)))
-    jobs.append(("bwd", dict(S=1, G=2, h=32, w=32)))
-    if not args.quick:
-        for cfg in cs.FWD_CONFIGS:
+    if args.quick:  # < 60 s: v2 parity at the training and inference shapes (start of a training run)
+        jobs += [("fwd", dict(S=2, G=1, h=32, w=32, dtype=torch.bfloat16)),
+                 ("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16)),
+                 ("fwd", dict(S=1, G=8, h=64, w=64, dtype=torch.bfloat16)),
+                 ("fwd", dict(S=2, G=1, h=32, w=48, dtype=torch.float32)),
+                 ("bwd", dict(S=2, G=1, h=32, w=32)),
+                 ("bwd", dict(S=1, G=2, h=16, w=24))]
+    else:
+        grids = [(32, 32), (64, 64), (128, 128), (64, 96)]
+        for (h, w) in grids:
+            for S, G in [(2, 1), (1, 8)]:
+                for dtype in (torch.float32, torch.bfloat16):
+                    jobs.append(("fwd", dict(S=S, G=G, h=h, w=w, dtype=dtype)))
+        for (h, w) in [(32, 32), (64, 64), (24, 40)]:
+            jobs.append(("bwd", dict(S=2, G=1, h=h, w=w)))
+        jobs.append(("bwd", dict(S=1, G=2, h=32, w=32)))
+        for cfg in cs2.FWD_CONFIGS:
             jobs.append(("fwd", dict(S=1, G=2, h=64, w=96, dtype=torch.float32, config=cfg)))
-        for bcfg in cs.BWD_CONFIGS:
-            jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, config=cs.TRAIN_FWD_CONFIGS[-1], bwd_config=bcfg)))
+        for bcfg in cs2.BWD_CONFIGS:
+            jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg)))
+        # v1 (the fallback, MAMBAST_SCAN_IMPL=v1) on the key rows
+        jobs.append(("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16, impl="v1")))
+        jobs.append(("fwd", dict(S=1, G=8, h=64, w=96, dtype=torch.float32, impl="v1")))
+        jobs.append(("bwd", dict(S=2, G=1, h=32, w=32, impl="v1")))
 
     rows = []
     t_start = time.time()
@@ -169,6 +183,7 @@ def main():
         t0 = time.time()
         try:
             r = row_forward(gen=gen, **kw) if kind == "fwd" else row_backward(gen=gen, **kw)
+            _sync()
         except Exception as e:  # keep going: one broken row must not hide the others
             traceback.print_exc()
             r = dict(kind=kind, **{k: (str(v) if k == "dtype" else v) for k, v in kw.items()}, ok=False,

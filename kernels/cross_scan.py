@@ -169,7 +169,7 @@ def _bwd_direction(u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, 
                    A2, Dv, bias, offs_d, mask_d, nidx,
                    Di, L, H, W, G, n_chunks, stride_cg, stride_dyg, stride_dcg,
                    NK: tl.constexpr, NL: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-                   REV: tl.constexpr, COL: tl.constexpr):
+                   REV: tl.constexpr, COL: tl.constexpr, CL: tl.constexpr = False):
     offs_t = tl.arange(0, BT)
     An = A2 * 0.6931471805599453                                                  # natural-log A
     ghc = tl.zeros((NK, BD, NL), dtype=tl.float32)                                # dL/dh at the chunk's successor
@@ -191,12 +191,17 @@ def _bwd_direction(u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, 
         m2 = mt[:, None] & mask_d[None, :]
         mn2 = mn[:, None] & mask_d[None, :]
         m3 = mt[:, None, None]
-        td = offs_d[None, :] * L + pos[:, None]                                   # (BT, BD)
+        if CL:  # channel-last (v2): u (S, L, Di), delta/du/ddelta (S, K, L, Di), dy (S, G, L, Di): coalesced in d
+            td = pos[:, None] * Di + offs_d[None, :]                              # (BT, BD)
+            tdn = posn[:, None] * Di + offs_d[None, :]
+        else:
+            td = offs_d[None, :] * L + pos[:, None]                               # (BT, BD)
+            tdn = offs_d[None, :] * L + posn[:, None]
         tn = nidx[None, :, :] * L + pos[:, None, None]                            # (BT, NK, NL)
         u = tl.load(u_base + td, mask=m2, other=0.0).to(tl.float32)
         dr = tl.load(dl_base + td, mask=m2, other=0.0).to(tl.float32) + bias[None, :]
         dt = tl.where(m2, _softplus(dr), 0.0)
-        drn = tl.load(dl_base + offs_d[None, :] * L + posn[:, None], mask=mn2, other=0.0).to(tl.float32) + bias[None, :]
+        drn = tl.load(dl_base + tdn, mask=mn2, other=0.0).to(tl.float32) + bias[None, :]
         dtn = tl.where(mn2, _softplus(drn), 0.0)
         Bt = tl.load(B_base + tn, mask=m3, other=0.0).to(tl.float32)[:, :, None, :]   # (BT, NK, 1, NL)
         a = tl.exp2(dt[:, None, :, None] * A2[None])
@@ -249,7 +254,8 @@ def _bwd_direction(u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, 
 def _cross_scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, hck_ptr,
                            du_ptr, ddl_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, db_ptr,
                            Di, L, H, W, G, n_chunks, n_dblk,
-                           N: tl.constexpr, NL: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
+                           N: tl.constexpr, NL: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+                           CL: tl.constexpr = False):
     NK: tl.constexpr = N // NL
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
@@ -281,22 +287,22 @@ def _cross_scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, 
         dA_acc, dD_acc, db_acc = _bwd_direction(
             u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, ddl_base, dB_base, dC_base,
             A2, Dv, bias, offs_d, mask_d, nidx, Di, L, H, W, G, n_chunks, stride_cg, stride_dyg, stride_dcg,
-            NK, NL, BD, BT, False, False)
+            NK, NL, BD, BT, False, False, CL)
     elif k == 1:
         dA_acc, dD_acc, db_acc = _bwd_direction(
             u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, ddl_base, dB_base, dC_base,
             A2, Dv, bias, offs_d, mask_d, nidx, Di, L, H, W, G, n_chunks, stride_cg, stride_dyg, stride_dcg,
-            NK, NL, BD, BT, False, True)
+            NK, NL, BD, BT, False, True, CL)
     elif k == 2:
         dA_acc, dD_acc, db_acc = _bwd_direction(
             u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, ddl_base, dB_base, dC_base,
             A2, Dv, bias, offs_d, mask_d, nidx, Di, L, H, W, G, n_chunks, stride_cg, stride_dyg, stride_dcg,
-            NK, NL, BD, BT, True, False)
+            NK, NL, BD, BT, True, False, CL)
     else:
         dA_acc, dD_acc, db_acc = _bwd_direction(
             u_base, dl_base, B_base, C_base, dy_base, hck_base, du_base, ddl_base, dB_base, dC_base,
             A2, Dv, bias, offs_d, mask_d, nidx, Di, L, H, W, G, n_chunks, stride_cg, stride_dyg, stride_dcg,
-            NK, NL, BD, BT, True, True)
+            NK, NL, BD, BT, True, True, CL)
     KD = 4 * Di
     tl.store(dA_ptr + s * KD * N + A_off, dA_acc, mask=mask_d[None, :, None])     # (S, K*Di, N)
     tl.store(dD_ptr + s * KD + c, dD_acc, mask=mask_d)                             # (S, K*Di)

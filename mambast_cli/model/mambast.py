@@ -114,8 +114,8 @@ class PatchEmbed(nn.Module):
 class StyleBlockTensors:
     """The content-independent inputs of one decoder block's scan (spec §7.3), grid order."""
 
-    u: torch.Tensor      # (S, Di, L)       s' = SiLU(dwconv(in_style_proj(shuffled style)))
-    delta: torch.Tensor  # (S, K, Di, L)    dt_proj(low-rank Δ), bias not added
+    u: torch.Tensor      # (S, L, Di)       s' = SiLU(dwconv(in_style_proj(shuffled style))), channel-last
+    delta: torch.Tensor  # (S, K, L, Di)    dt_proj(low-rank Δ), bias not added, channel-last
     B: torch.Tensor      # (S, K, N, L)
 
 
@@ -156,15 +156,28 @@ class SS2D(nn.Module):
         self.Ds.fill_(1.0)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, Di) -> SiLU(dwconv) as (B, Di, L) in grid order."""
-        x = x.permute(0, 3, 1, 2)                                   # (B, Di, h, w)
-        return F.silu(self.conv2d(x)).flatten(2)                    # (B, Di, L)
+        """(B, h, w, Di) -> SiLU(dwconv) as (B, L, Di), grid order, channel-last (the conv runs channels_last, no copy)."""
+        Bsz, h, w, Di = x.shape
+        x = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (B, Di, h, w), NHWC in memory
+        x = F.silu(self.conv2d(x)).permute(0, 2, 3, 1)              # (B, h, w, Di)
+        return x.reshape(Bsz, h * w, Di)                            # (B, L, Di)
+
+    def _proj(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Per-direction token projection: u (B, L, Di), weight (K, c, Di) -> (B, K, c, L)."""
+        Kw, c, Di = weight.shape
+        out = u @ weight.to(u.dtype).reshape(Kw * c, Di).t()        # (B, L, K*c)
+        return out.view(u.shape[0], -1, Kw, c).permute(0, 2, 3, 1).contiguous()  # (B, K, c, L)
+
+    def _delta(self, dts: torch.Tensor) -> torch.Tensor:
+        """dt_proj per direction: dts (B, K, R, L) -> Δ_raw (B, K, L, Di), channel-last."""
+        return torch.matmul(dts.transpose(2, 3), self.dt_projs_weight.to(dts.dtype).transpose(1, 2)).contiguous()
 
     def _scan_and_merge(self, u, delta, Bm, Cm, h: int, w: int, z: torch.Tensor) -> torch.Tensor:
         A = -torch.exp(self.A_logs.float())                         # (K*Di, N)
-        y = cross_scan(u, delta, A, Bm, Cm, self.Ds.float(), self.dt_projs_bias.float().view(-1), h, w)  # (S, G, Di, L)
-        S, G, Di, L = y.shape
-        y = y.reshape(S * G, Di, h, w).permute(0, 2, 3, 1)          # (B, h, w, Di)
+        y = cross_scan(u, delta, A, Bm, Cm, self.Ds.float(), self.dt_projs_bias.float().view(-1), h, w,
+                       layout="cl")                                 # (S, G, L, Di)
+        S, G, L, Di = y.shape
+        y = y.reshape(S * G, h, w, Di)                              # (B, h, w, Di)
         y = self.out_norm(y.to(self.out_norm.weight.dtype)) * F.silu(z)
         return self.out_proj(y)                                     # (B, h, w, C)
 
@@ -173,19 +186,19 @@ class SS2D(nn.Module):
         Bsz, h, w, _ = x.shape
         R, N = self.dt_rank, self.d_state
         xs, z = self.in_proj(x).chunk(2, dim=-1)                    # 2 × (B, h, w, Di)
-        u = self._conv(xs)                                          # (B, Di, L)
-        x_dbl = torch.einsum("bdl,kcd->bkcl", u, self.x_proj_weight.to(u.dtype))  # (B, K, R+2N, L)
+        u = self._conv(xs)                                          # (B, L, Di)
+        x_dbl = self._proj(u, self.x_proj_weight)                   # (B, K, R+2N, L)
         dts, Bm, Cm = torch.split(x_dbl, [R, N, N], dim=2)
-        delta = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(u.dtype))  # (B, K, Di, L)
-        return self._scan_and_merge(u, delta, Bm, Cm.unsqueeze(1), h, w, z)
+        delta = self._delta(dts)                                    # (B, K, L, Di)
+        return self._scan_and_merge(u, delta, Bm.contiguous(), Cm.unsqueeze(1).contiguous(), h, w, z)
 
     def style_side(self, s: torch.Tensor) -> StyleBlockTensors:
         """Cross mode, style half (content-independent): s is the shuffled style grid (S, h, w, C), not normalised."""
         R, N = self.dt_rank, self.d_state
-        u = self._conv(self.in_style_proj(s))                       # (S, Di, L), shared dwconv
-        s_dbl = torch.einsum("bdl,kcd->bkcl", u, self.style_proj_weight.to(u.dtype))  # (S, K, R+N, L)
+        u = self._conv(self.in_style_proj(s))                       # (S, L, Di), shared dwconv
+        s_dbl = self._proj(u, self.style_proj_weight)               # (S, K, R+N, L)
         dts, Bm = torch.split(s_dbl, [R, N], dim=2)
-        delta = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(u.dtype))  # (S, K, Di, L)
+        delta = self._delta(dts)                                    # (S, K, L, Di)
         return StyleBlockTensors(u=u, delta=delta, B=Bm.contiguous())
 
     def forward_cross(self, x: torch.Tensor, st: StyleBlockTensors) -> torch.Tensor:
@@ -194,8 +207,8 @@ class SS2D(nn.Module):
         S = st.u.shape[0]
         assert Bsz % S == 0, f"content batch {Bsz} is not a multiple of the style batch {S}"
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        xc = self._conv(xs)                                         # (B, Di, L), shared dwconv
-        Cm = torch.einsum("bdl,kcd->bkcl", xc, self.x_proj_weight.to(xc.dtype))  # (B, K, N, L)
+        xc = self._conv(xs)                                         # (B, L, Di), shared dwconv
+        Cm = self._proj(xc, self.x_proj_weight)                     # (B, K, N, L)
         Cm = Cm.view(S, Bsz // S, K, self.d_state, h * w)           # (S, G, K, N, L)
         return self._scan_and_merge(st.u, st.delta, st.B, Cm, h, w, z)
 

@@ -175,3 +175,47 @@ def test_forward_deterministic_and_dispatch():
     y1 = cross_scan(*xs, h, w, backend="triton")
     y2 = cross_scan(*xs, h, w, backend="triton")
     assert torch.equal(y1, y2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# v2 (sequential channel-last forward + v1 backward in channel-last mode)
+# ----------------------------------------------------------------------------------------------------------------
+@needs_triton
+@pytest.mark.parametrize("layout", ["cf", "cl"])
+@pytest.mark.parametrize("G,hw", [(1, (3, 5)), (3, (4, 4)), (2, (1, 7))])
+def test_v2_forward_backward(poisoned, layout, G, hw):
+    from mambast_kernels.cross_scan_v2 import cross_scan_triton_v2
+    h, w = hw
+    xs = [x.to(DEVICE) for x in _inputs(2, 8, 4, G, h, w)]
+    xs_r = [x.double().requires_grad_() for x in xs]
+    y_ref = cross_scan_ref(*xs_r, h, w)
+    if layout == "cl":
+        xs = [xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()] + xs[2:]
+    xs_t = [x.clone().requires_grad_() for x in xs]
+    y = cross_scan_triton_v2(*xs_t, h, w, layout=layout)
+    dy_ref = torch.randn_like(y_ref)
+    dy = dy_ref.float() if layout == "cf" else dy_ref.float().transpose(-1, -2).contiguous()
+    _check("y", y if layout == "cf" else y.transpose(-1, -2), y_ref, 1e-5)
+    grads = list(torch.autograd.grad(y, xs_t, dy))
+    if layout == "cl":
+        grads[0], grads[1] = grads[0].transpose(1, 2), grads[1].transpose(2, 3)
+    for name, g, gr in zip(["u", "delta", "A", "B", "C", "D", "delta_bias"], grads,
+                           torch.autograd.grad(y_ref, xs_r, dy_ref)):
+        assert g.shape == gr.shape
+        _check(f"d{name}", g, gr, 1e-5)
+
+
+@needs_triton
+def test_v2_bf16_and_dispatch(monkeypatch):
+    from mambast_kernels import cross_scan
+    h, w = 3, 5
+    xs = [x.to(DEVICE) for x in _inputs(2, 8, 4, 2, h, w, dtype=torch.bfloat16)]
+    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
+    y2 = cross_scan(*xs, h, w, backend="triton")
+    _check("y v2", y2, y_ref, 1e-5)
+    assert torch.equal(y2, cross_scan(*xs, h, w, backend="triton"))
+    ycl = cross_scan(xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous(), *xs[2:], h, w,
+                     backend="triton", layout="cl")
+    assert torch.equal(ycl.transpose(-1, -2), y2)
+    monkeypatch.setenv("MAMBAST_SCAN_IMPL", "v1")
+    _check("y v1", cross_scan(*xs, h, w, backend="triton"), y_ref, 1e-5)

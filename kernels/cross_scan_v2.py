@@ -1,0 +1,252 @@
+"""Cross-scan v2: sequential-in-t forward on channel-last data (same contract as `scan_ref.cross_scan_ref`).
+
+Why (see SCAN_NOTES.md): v1 reads u / delta in (S, Di, L) with lanes across channels, so every warp load touches one
+sector per channel (stride L), and the column-major directions (k = 1, 3) come back to the same sector only h steps
+later: L2 thrash, which is why v1's time grows superlinearly with L (512^2 -> 1024^2: 5.4x for 4x L). Instruction count
+was not the limit.
+
+v2 forward: one program per (channel block of BD, direction k, recurrence s) keeps a (BD, N) fp32 state tile in
+registers and walks its direction one step at a time (mamba_ssm's shape of work). Each step loads BD contiguous
+channels of u and delta (channel-last, coalesced for every direction), N values of B_t and C_t (broadcast), and does per
+element: one exp2 (A pre-scaled by log2 e), one FMUL, one FFMA for the state, one FFMA for the readout. Loads for step
+t+1 are issued before step t's arithmetic (register double-buffer), so their latency hides behind one step of work.
+No associative scan, no shuffles along t, small register footprint (state = N*BD/threads registers per thread).
+
+Each direction writes its own (L, Di) slot of a (S, G, K, L, Di) fp32 buffer; the slots are summed in a fixed order
+(deterministic). With `save_states` it stores the state at the start of every BT-step chunk in v1's checkpoint format
+(S, K, n_chunks, N, Di), so v1's backward kernel (in its channel-last mode, CL=True) computes the gradients.
+
+Layouts: layout="cf" (default, the v1 contract: u (S,Di,L), delta (S,K,Di,L), y (S,G,Di,L)) transposes u / delta to
+channel-last in the wrapper (one copy), and y back. layout="cl": u (S,L,Di), delta (S,K,L,Di), returns y (S,G,L,Di),
+no copies of the big tensors. B (S,K,N,L) and C (S,G,K,N,L) are the same in both layouts (small).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from . import cross_scan as v1
+from .scan_ref import K_DIRECTIONS
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _softplus(x):
+    e = tl.exp(x)
+    return tl.where(x > 20.0, x, tl.where(x < -15.0, e, tl.log(1.0 + e)))
+
+
+@triton.jit
+def _pos(i, L, H, W, rev, col):
+    # step i of the direction -> grid index (scalar)
+    q = tl.where(rev, L - 1 - i, i)
+    return tl.where(col, (q % H) * W + q // H, q)
+
+
+@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks"])
+def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hck_ptr,
+                    Di, L, H, W, G, n_chunks,
+                    N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr):
+    pid_d = tl.program_id(0)
+    k = tl.program_id(1)
+    s = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < Di
+    offs_n = tl.arange(0, N)
+    c = k * Di + offs_d
+    A2 = tl.load(A_ptr + c[:, None] * N + offs_n[None, :], mask=mask_d[:, None], other=0.0).to(tl.float32) * 1.4426950408889634
+    Dv = tl.load(D_ptr + c, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + c, mask=mask_d, other=0.0).to(tl.float32)
+
+    LD = tl.cast(Di, tl.int64) * L
+    u_base = u_ptr + s * LD                                   # u: (S, L, Di)
+    dl_base = dl_ptr + (s * 4 + k) * LD                       # delta: (S, K, L, Di)
+    B_base = B_ptr + (s * 4 + k) * N * L                      # B: (S, K, L, N)  (wrapper transposes; tiny)
+    C_base = C_ptr + (s * G * 4 + k) * N * L                  # C: (S, G, K, L, N)
+    y_base = y_ptr + (s * G * 4 + k) * LD                     # slots: (S, G, K, L, Di)
+    hck_base = hck_ptr + (s * 4 + k) * n_chunks * N * Di      # checkpoints: (S, K, n_chunks, N, Di)
+    hck_off = offs_n[None, :] * Di + offs_d[:, None]          # (BD, N)
+    stride_cg = 4 * N * L
+    stride_yg = 4 * LD
+    rev = k >= 2
+    col = (k % 2) == 1
+
+    h = tl.zeros((BD, N), dtype=tl.float32)
+    # prologue: loads of step 0
+    p = _pos(0, L, H, W, rev, col)
+    u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
+    d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
+    B_n = tl.load(B_base + p * N + offs_n)
+    C_n = tl.load(C_base + p * N + offs_n)
+    for i in range(L):
+        pc = p
+        u = u_n.to(tl.float32)
+        dr = d_n.to(tl.float32) + bias
+        Bt = B_n.to(tl.float32)
+        C0 = C_n.to(tl.float32)
+        # issue the next step's loads before this step's arithmetic (clamped at the end: a harmless re-read)
+        p = _pos(tl.minimum(i + 1, L - 1), L, H, W, rev, col)
+        u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
+        d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
+        B_n = tl.load(B_base + p * N + offs_n)
+        C_n = tl.load(C_base + p * N + offs_n)
+        if SAVE:
+            if i % BT == 0:
+                tl.store(hck_base + (i // BT) * N * Di + hck_off, h, mask=mask_d[:, None])
+        dt = tl.where(mask_d, _softplus(dr), 0.0)
+        a = tl.exp2(dt[:, None] * A2)
+        h = a * h + (dt * u)[:, None] * Bt[None, :]
+        du = Dv * u
+        y = tl.sum(h * C0[None, :], axis=1) + du
+        tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
+        for g in range(1, G):
+            Cg = tl.load(C_base + g * stride_cg + pc * N + offs_n).to(tl.float32)
+            yg = tl.sum(h * Cg[None, :], axis=1) + du
+            tl.store(y_base + g * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
+
+
+# (BD channels per program, num_warps)
+FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
+_DEFAULT_FWD = (64, 4)
+TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
+BWD_CONFIGS = v1.BWD_CONFIGS
+_DEFAULT_BWD = v1._DEFAULT_BWD
+
+
+def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN_BT):
+    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,G,K,L,N), all contiguous. -> slots (S,G,K,L,Di), hck."""
+    S, L, Di = u.shape
+    G, N = Ct.shape[1], A.shape[1]
+    BD, nw = cfg
+    n_chunks = triton.cdiv(L, BT)
+    slots = v1._empty((S, G, K_DIRECTIONS, L, Di), u.device)
+    hck = v1._empty((S, K_DIRECTIONS, n_chunks, N, Di), u.device) if save else slots
+    grid = (triton.cdiv(Di, BD), K_DIRECTIONS, S)
+    _seq_fwd_kernel[grid](u, delta, A, Bt, Ct, D, delta_bias, slots, hck, Di, L, h, w, G, n_chunks,
+                          N=N, BD=BD, BT=BT, SAVE=save, num_warps=nw)
+    return slots, (hck if save else None)
+
+
+def _to_cl(u, delta):
+    return u.transpose(1, 2).contiguous(), delta.transpose(2, 3).contiguous()
+
+
+def _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w):
+    S, L, Di = u_cl.shape
+    N = A.shape[1]
+    G = C.shape[1]
+    assert L == h * w, f"L={L} does not match grid {h}x{w}"
+    assert delta_cl.shape == (S, K_DIRECTIONS, L, Di), delta_cl.shape
+    assert A.shape == (K_DIRECTIONS * Di, N) and B.shape == (S, K_DIRECTIONS, N, L), (A.shape, B.shape)
+    assert C.shape == (S, G, K_DIRECTIONS, N, L), C.shape
+    assert D.shape == (K_DIRECTIONS * Di,) and delta_bias.shape == (K_DIRECTIONS * Di,)
+    assert N & (N - 1) == 0
+    return S, L, Di, G, N
+
+
+def fwd_config(key, run_one, config=None):
+    if config is not None:
+        return tuple(config)
+    env = v1._env_config("MAMBAST_SCAN2_FWD_CONFIG")
+    if env is not None:
+        return env
+    if v1._interpreting():
+        return (8, 1)
+    return v1._tune(key, FWD_CONFIGS, run_one, _DEFAULT_FWD)
+
+
+def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=False, config=None):
+    """Channel-last forward. Returns (y (S,G,L,Di) fp32, checkpoints or None, config)."""
+    u_cl, delta_cl, A, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, A, D, delta_bias))
+    S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
+    Bt = B.transpose(-1, -2).contiguous()
+    Ct = C.transpose(-1, -2).contiguous()
+    dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
+    key = f"v2fwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|{dev}"
+    cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
+                     config)
+    slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
+    return slots.sum(dim=2), hck, cfg
+
+
+def cross_scan_bwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, BT=TRAIN_BT, config=None):
+    """Channel-last backward (v1's chunked backward kernel in CL mode). Returns fp32 grads in channel-last:
+    du (S,L,Di), ddelta (S,K,L,Di), dA, dB, dC, dD, dbias."""
+    dy_cl = dy_cl.contiguous().float()
+    B, C = B.contiguous(), C.contiguous()
+    S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
+    cfg = config or v1._env_config("MAMBAST_SCAN2_BWD_CONFIG")
+
+    def launch(cb):
+        BD, NL, nw = cb
+        NL = min(NL, N)
+        K = K_DIRECTIONS
+        n_chunks = triton.cdiv(L, BT)
+        n_dblk = triton.cdiv(Di, BD)
+        dev = u_cl.device
+        bufs = (v1._empty((S, K, L, Di), dev), v1._empty((S, K, L, Di), dev), v1._empty((S, K, n_dblk, N, L), dev),
+                v1._empty((S, G, K, n_dblk, N, L), dev), v1._empty((S, K * Di, N), dev), v1._empty((S, K * Di), dev),
+                v1._empty((S, K * Di), dev))
+        v1._cross_scan_bwd_kernel[(n_dblk, K, S)](u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, *bufs,
+                                                  Di, L, h, w, G, n_chunks, n_dblk,
+                                                  N=N, NL=NL, BD=BD, BT=BT, CL=True, num_warps=nw)
+        return bufs
+
+    if cfg is None:
+        if v1._interpreting():
+            cfg = (4, 2, 1)
+        else:
+            dev = torch.cuda.get_device_name(u_cl.device)
+            key = f"v2bwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|BT{BT}|{u_cl.dtype}|{delta_cl.dtype}|{dev}"
+            cfg = v1._tune(key, BWD_CONFIGS, launch, _DEFAULT_BWD)
+    du_s, ddelta, dB_p, dC_p, dA_p, dD_p, db_p = launch(tuple(cfg))
+    return du_s.sum(1), ddelta, dA_p.sum(0), dB_p.sum(2), dC_p.sum(3), dD_p.sum(0), db_p.sum(0)
+
+
+class CrossScanV2Fn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, h, w, layout="cf", config=None, bwd_config=None):
+        if layout == "cf":
+            u_cl, delta_cl = _to_cl(u, delta)
+        elif layout == "cl":
+            u_cl, delta_cl = u.contiguous(), delta.contiguous()
+        else:
+            raise ValueError(f"layout must be 'cf' or 'cl', got {layout!r}")
+        A, B, C, D, delta_bias = (x.contiguous() for x in (A, B, C, D, delta_bias))
+        need_grad = any(ctx.needs_input_grad[:7])
+        y, hck, _ = cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=need_grad,
+                                      config=config)
+        if need_grad:
+            ctx.save_for_backward(u_cl, delta_cl, A, B, C, D, delta_bias, hck)
+            ctx.hw, ctx.layout, ctx.bwd_config = (h, w), layout, bwd_config
+            ctx.dtypes = (u.dtype, delta.dtype)
+        return y.transpose(-1, -2).contiguous() if layout == "cf" else y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u_cl, delta_cl, A, B, C, D, delta_bias, hck = ctx.saved_tensors
+        h, w = ctx.hw
+        dy_cl = dy.transpose(-1, -2) if ctx.layout == "cf" else dy
+        du, ddelta, dA, dB, dC, dD, dbias = cross_scan_bwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck,
+                                                              h, w, TRAIN_BT, ctx.bwd_config)
+        if ctx.layout == "cf":
+            du, ddelta = du.transpose(1, 2).contiguous(), ddelta.transpose(2, 3).contiguous()
+        ud, dd = ctx.dtypes
+        return (du.to(ud), ddelta.to(dd), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dD.to(D.dtype),
+                dbias.to(delta_bias.dtype), None, None, None, None, None)
+
+
+def cross_scan_triton_v2(u, delta, A, B, C, D, delta_bias, h, w, layout="cf", config=None, bwd_config=None):
+    """v2 4-direction selective scan. layout='cf': the `cross_scan_ref` contract. layout='cl': u (S,L,Di),
+    delta (S,K,L,Di), B (S,K,N,L), C (S,G,K,N,L) -> y (S,G,L,Di) fp32. `config` = (BD, num_warps) of the forward,
+    `bwd_config` = (BD, NL, num_warps) of the backward."""
+    return CrossScanV2Fn.apply(u, delta, A, B, C, D, delta_bias, h, w, layout, config, bwd_config)
+
+
+def scan_impl() -> str:
+    """'v2' (default) or 'v1' (env MAMBAST_SCAN_IMPL=v1: the chunked associative-scan kernel, as a fallback)."""
+    return "v1" if os.environ.get("MAMBAST_SCAN_IMPL", "v2").lower() == "v1" else "v2"
