@@ -245,3 +245,16 @@ def test_official_init_reproduces_the_overwrite():
     assert math.isclose(a_ours[0, -1].exp().item(), 4.0, rel_tol=1e-5)       # S4D-real: A = -(1..N)
     m.reset_parameters(official=True)
     assert m.mamba.encoder_c.layers[0].self_attention.A_logs.abs().max() < 1.0   # xavier-uniform overwrite
+
+
+def test_unused_parameters_can_be_left_out(tmp_path):
+    torch.manual_seed(2)
+    m = MambaST(tiny_config()).eval()
+    p = tmp_path / "small.safetensors"
+    save_weights(p, m, source="test", drop_unused=True)
+    _, sd, _ = load_weights(p)
+    assert not any(k.endswith("skip_scale2") or "new_ps" in k for k in sd)
+    m2 = load_model(p)
+    c, s = torch.rand(1, 3, 24, 40), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(c, s, seed=3), m2(c, s, seed=3))
