@@ -208,7 +208,10 @@ def test_non_square_odd_sizes_and_mismatched_style():
         many = model.decode(cs, ss1)
         ss3 = model.prepare_style(ss1.memory.expand(3, -1, -1), ss1.style_grid, cs.grid, seed=2)
         pairs = model.decode(cs, ss3)
-    assert _rel(many, pairs) < 1e-6
+        model.share_style_recurrence = False      # one recurrence per content: the same maths
+        expanded = model.decode(cs, ss1)
+        model.share_style_recurrence = None
+    assert _rel(many, pairs) < 1e-6 and _rel(expanded, pairs) < 1e-6
 
 
 def test_style_token_bag_resampling():

@@ -448,8 +448,25 @@ class MambaST(nn.Module):
         if tuple(ss.grid) != tuple(cs.grid):
             ss = ss.for_grid(self, cs.grid)
         blocks = self._cape_style_blocks(cs, ss) if self.cfg.use_cape else ss.blocks
+        S, Bsz = blocks[0].u.shape[0], cs.tokens.shape[0]
+        if S < Bsz and not self._share_recurrence(cs.tokens):
+            G = Bsz // S    # one recurrence per content: same maths, faster with the current GPU kernel (BENCHMARKS.md)
+            blocks = [StyleBlockTensors(b.u.repeat_interleave(G, 0), b.delta.repeat_interleave(G, 0),
+                                        b.B.repeat_interleave(G, 0)) for b in blocks]
         z = self.mamba.decoder(cs.tokens, blocks)                    # (B, h, w, C)
         return z.permute(0, 3, 1, 2)                                 # (B, C, h, w)
+
+    #: contents sharing a style share one scan recurrence (G readouts). None = auto: on for the PyTorch reference
+    #: scan (CPU), where the sequential loop dominates; off for the Triton kernel, whose G > 1 form measured 4x slower
+    #: per content than running one recurrence per content (H100, 512², BENCHMARKS.md).
+    share_style_recurrence: bool | None = None
+
+    def _share_recurrence(self, x: torch.Tensor) -> bool:
+        if self.share_style_recurrence is not None:
+            return self.share_style_recurrence
+        from mambast_kernels import backend_for
+
+        return backend_for(x) != "triton"
 
     def render(self, feats: torch.Tensor, cs: ContentState | tuple[int, int]) -> torch.Tensor:
         """CNN decoder, then crop to the content's original size. (B, 3, H, W), unclamped."""
