@@ -7,6 +7,14 @@ from typing import Callable
 
 import pytest
 
+# Triton kernels run through Triton's interpreter on machines without a GPU. Triton reads the variable when a
+# kernel is decorated, so it is set here, before any test module imports mambast_kernels.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 ImageFactory = Callable[..., Path]
 
 
