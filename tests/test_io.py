@@ -237,7 +237,9 @@ def test_target_size() -> None:
     assert target_size(1000, 500, size=512) == (1024, 512)
     assert target_size(1000, 500, size=512, max_side=800) == (800, 400)
     assert target_size(1000, 500) == (1000, 500)
-    assert target_size(1, 1) == (16, 16)  # never below the minimum side
+    assert target_size(1, 1) == (1, 1)  # tiny pictures keep their size: the model pads them itself
+    assert target_size(7, 5) == (7, 5)
+    assert target_size(1, 1, min_side=16) == (16, 16)  # the video path keeps a floor
     assert target_size(7, 5, size=512) == (717, 512)
 
 

@@ -10,9 +10,11 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,25 @@ def _bytes(img: Image.Image, fmt: str, **kw: Any) -> bytes:
     return buf.getvalue()
 
 
+def _png16(w: int, h: int, channels: int = 3) -> bytes:
+    """A 16-bit-per-sample RGB (3) or RGBA (4) PNG, written by hand: Pillow cannot save these."""
+    a = (np.arange(w * h * channels, dtype=np.uint64).reshape(h, w, channels) * 997 % 65536).astype(">u2")
+    if channels == 4:
+        a[..., 3] = 40000
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2 if channels == 3 else 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def _disp(name: str) -> str:
+    """How the CLI prints a name on its one error line (control characters escaped)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in name)
+
+
 def build_corpus(d: Path) -> dict[str, str]:
     """Write the corpus into ``d``; return {file name: "ok" | "error"} for every item the walk should pick up."""
     d.mkdir(parents=True)
@@ -59,6 +80,8 @@ def build_corpus(d: Path) -> dict[str, str]:
     put("no_extension_png", png, "ok")  # sniffed by content in the folder walk
     put("cmyk.jpg", _bytes(Image.new("CMYK", (20, 20), (0, 200, 200, 0)), "JPEG"), "ok")
     put("gray16.png", _bytes(Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100), "PNG"), "ok")
+    put("rgb16.png", _png16(30, 20, 3), "ok")
+    put("rgba16.png", _png16(30, 20, 4), "ok")
     put("gray.jpg", _bytes(Image.new("L", (30, 20), 128), "JPEG"), "ok")
     put("bilevel.png", _bytes(Image.new("1", (30, 20), 1), "PNG"), "ok")
     pal = Image.new("P", (30, 20), 1)
@@ -93,6 +116,10 @@ def build_corpus(d: Path) -> dict[str, str]:
     exp["loop_a.jpg"] = exp["loop_b.jpg"] = "error"
     (d / "broken_link.jpg").symlink_to(d / "does_not_exist.jpg")
     exp["broken_link.jpg"] = "error"
+    put("unreadable.jpg", jpg, "ok")
+    (d / "unreadable.jpg").chmod(0)
+    if not os.access(d / "unreadable.jpg", os.R_OK):  # not root: a real permission error
+        exp["unreadable.jpg"] = "error"
     (d / "folder_named.jpg").mkdir()  # walked as a folder: contributes nothing
     (d / "README.txt").write_text("not an image, not picked up")
     (d / ".hidden.jpg").write_bytes(jpg)  # hidden: not picked up
@@ -124,6 +151,10 @@ def test_corpus(tmp_path: Path, fake_engine: Any) -> None:
     # every failure is one stderr line naming the file
     fails = [line for line in r.stderr.splitlines() if line.startswith("failed:")]
     assert len(fails) == summary["failed"]
+    for name, expect in exp.items():  # ... and gives a reason after the name
+        for style in ("good_style.png",) * (expect == "error") + ("bad_style.jpg",):
+            [line] = [f for f in fails if f"/{_disp(name)} × {style}: " in f]
+            assert len(line.split(f" × {style}: ", 1)[1]) > 5, line
     # outputs: all decodable, no temporaries, no newline in names, de-duplicated collision, upright EXIF picture
     outs = list(out.iterdir())
     assert len(outs) == n_ok and not [p for p in outs if ".part-" in p.name]
@@ -226,3 +257,148 @@ def test_ctrl_c_exits_130_without_partial_files(tmp_path: Path, slow_env: dict[s
     names = [p.name for p in out.iterdir()]
     assert not [n for n in names if ".part-" in n] and 2 <= len(names) < 12
     assert summary["ok"] == len(names)
+
+
+# -- tiny pictures, through the real engine --------------------------------------------------------------------
+@pytest.fixture
+def tiny_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny random model saved as a mambast weights file; the real Engine is selected (no fake)."""
+    import torch
+
+    from mambast_cli.model import MambaST, tiny_config
+    from mambast_cli.model.weights import save_weights
+
+    monkeypatch.delenv("MAMBAST_FAKE_ENGINE", raising=False)
+    monkeypatch.setenv("MAMBAST_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    w = tmp_path / "tiny.safetensors"
+    save_weights(w, MambaST(tiny_config()), source="test: tiny random")
+    return w
+
+
+def test_tiny_pictures_work_at_their_own_size(tmp_path: Path, tiny_weights: Path) -> None:
+    """1×1 and 7×5 contents (and a 1×1 style) go through the real model unscaled: it pads them itself."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(src / "one.png")
+    _noise(7, 5).save(src / "seven.png")
+    Image.new("RGB", (1, 1), (0, 0, 255)).save(tmp_path / "dot.png")
+    _noise(12, 12, 3).save(tmp_path / "s.png")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["stylize", str(src), "-s", str(tmp_path / "s.png"), "-s", str(tmp_path / "dot.png"),
+                                 "-o", str(out), "--size", "0", "--format", "png", "--weights", str(tiny_weights),
+                                 "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    sizes = {p.name: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"one__s.png": (1, 1), "seven__s.png": (7, 5), "one__dot.png": (1, 1), "seven__dot.png": (7, 5)}
+
+
+# -- output folder not writable ------------------------------------------------------------------------------------
+def test_output_folder_not_writable_stops_at_once(tmp_path: Path, make_image: Any, fake_engine: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    for i in range(3):
+        make_image(f"in/{i}.jpg")
+    s = make_image("s.png")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root ignores the mode: refuse creations inside it instead
+        real_open = os.open
+
+        def denied(path: Any, flags: int, *a: Any, **k: Any) -> int:
+            if str(path).startswith(str(out) + os.sep) and flags & os.O_CREAT:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_open(path, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", denied)
+    r = CliRunner().invoke(app, ["stylize", str(tmp_path / "in"), "-s", str(s), "-o", str(out), "--json"])
+    out.chmod(0o755)
+    assert r.exit_code == 3, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith(("error:", "failed:"))]
+    assert len(errors) == 1 and str(out) in errors[0] and "Permission denied" in errors[0] and "hint" in errors[0]
+    assert json.loads(r.stdout.splitlines()[-1])["event"] == "fatal"
+    assert list(out.iterdir()) == []
+
+
+# -- unsafe checkpoints ----------------------------------------------------------------------------------------------
+class _Mkdir:
+    """A pickle payload: unpickling it creates a folder (proves code ran)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (self.path,))
+
+
+def test_pickle_checkpoints_are_refused_without_running_code(tmp_path: Path, make_image: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv("MAMBAST_FAKE_ENGINE", raising=False)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"proj.weight": torch.zeros(1), "x": _Mkdir(marker)}, evil)
+    a, s = make_image("a.jpg"), make_image("s.png")
+    r = CliRunner().invoke(app, ["stylize", str(a), "-s", str(s), "-o", str(tmp_path / "out"), "--weights", str(evil),
+                                 "--device", "cpu"])
+    assert r.exit_code == 3 and "evil.pth" in r.stderr and "import-official" in r.stderr, r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    w = tmp_path / "w.safetensors"
+    r = CliRunner().invoke(app, ["weights", "import-official", str(evil), str(evil), str(evil), "-o", str(w)])
+    assert r.exit_code == 3 and "refused" in r.stderr and "evil.pth" in r.stderr, r.output
+    assert not marker.exists() and not w.exists()
+
+
+def test_bundled_weights_match_their_recorded_sha256() -> None:
+    from mambast_cli.model.weights import default_weights_path, load_weights, weights_id
+
+    path = default_weights_path()
+    assert path is not None, "the trained default weights must be bundled"
+    _, sd, meta = load_weights(path, verify=True)  # raises WeightsError on a mismatch
+    assert meta["sha256"] == weights_id(path) and len(meta["sha256"]) == 64 and sd
+
+
+# -- shell pipelines (real processes, real pipes) ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_shell_pipelines(tmp_path: Path) -> None:
+    env = dict(os.environ, MAMBAST_FAKE_ENGINE="1", PYTHONPATH=str(REPO))
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i, name in enumerate(("a.jpg", "sub/b c.jpg", "sub/new\nline.jpg")):
+        _noise(24, 16, i).save(src / name)
+    (src / "notes.txt").write_text("ignored by find")
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(tmp_path / "art.png")
+    mb = f"{sys.executable} -m mambast_cli stylize"
+
+    def sh(cmd: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=tmp_path, env=env, capture_output=True,
+                              timeout=120)
+
+    # paths on stdin, one per line (the name with a newline cannot be listed this way: find prints it on two lines)
+    r = sh(f"find in -name '*.jpg' ! -name '*line*' | {mb} - --style art.png -o out/ --size 16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b""  # without --json stdout stays clean
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.jpg")) == ["a__art.jpg", "b c__art.jpg"]
+    # NUL-separated, with --json: stdout is only NDJSON events and a final summary
+    r = sh(f"find in -name '*.jpg' -print0 | {mb} - -0 --style art.png -o out0/ --size 16 --json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [e["event"] for e in events] == ["ok"] * 3 + ["summary"] and events[-1]["ok"] == 3
+    assert "3 written" in r.stderr.decode()
+    # image bytes on stdin → image bytes on stdout (no -q: human output must stay on stderr)
+    r = sh(f"cat in/a.jpg | {mb} - --style art.png -o - --format png --size 0 > piped.png")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "piped.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")  # exactly one PNG, nothing else
+    assert Image.open(tmp_path / "piped.png").size == (24, 16) and "1 written" in r.stderr.decode()
+
+
+def test_bad_picture_on_stdin_leaves_stdout_empty(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
+    s = make_image("art.png")
+    r = CliRunner().invoke(app, ["stylize", "-", "-s", str(s), "-o", "-"], input=b"\xff\xd8\xff\xe0 not really")
+    assert r.exit_code == 1 and r.stdout_bytes == b""
+    [line] = [x for x in r.stderr.splitlines() if x.startswith("failed:")]
+    assert line.startswith("failed: <stdin> × art.png: ") and ("corrupt" in line or "cannot read" in line), line

@@ -35,7 +35,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own hard limit (2 × 89,478,485 px, about 13k × 13k)
 MAX_FILE_BYTES = 1 << 31  # 2 GiB: larger "images" are refused before they are read into memory
-MIN_SIDE = 16  # processed pictures are never smaller than this on either side (the model pads to /8 by reflection)
+MIN_SIDE = 1  # no upscaling of tiny pictures: the model pads them itself (1×1 and 7×5 inputs keep their size)
 
 # --format value -> (Pillow format name, file extension, default quality)
 FORMATS: dict[str, tuple[str, str, int]] = {

@@ -88,7 +88,9 @@ def read_metadata(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})",
+                           hint="mambast loads only .safetensors weights (never pickles); convert official .pth "
+                                "checkpoints with `mambast weights import-official`") from e
 
 
 def weights_id(path: str | Path) -> str:

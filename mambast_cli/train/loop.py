@@ -300,7 +300,10 @@ class Validator:
 
 
 def _rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's key array travels as a tensor so that the checkpoint loads with torch.load(weights_only=True)
+    st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                          "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state()
     return st
@@ -309,7 +312,8 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["torch"])
     random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state(st["cuda"])
 
@@ -391,7 +395,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     opt = torch.optim.Adam(params, lr=cfg.lr, fused=dev.type == "cuda")
     step = 0
     if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = int(ck["step"])

@@ -293,7 +293,8 @@ def process_video(
     if os.path.exists(job.output) and os.path.samefile(job.input, job.output):
         raise InputError(f"{job.input}: the output would overwrite the input", hint="choose another -o")
     info = vio.probe(job.input)
-    W, H = target_size(info.width, info.height, size=opts.size, max_side=opts.max_side)
+    W, H = target_size(info.width, info.height, size=opts.size, max_side=opts.max_side,
+                       min_side=16)  # video encoders need even sides ≥ 2: keep tiny videos at ≥ 16 px
     if job.sequence:
         ew, eh = W, H
         writer: Any = vio.ImageSequenceWriter(job.output, width=ew, height=eh)

@@ -1,7 +1,8 @@
 """Temporal stability of stylised video: an input-guided smoother and the flicker measurement.
 
-Owns :class:`TemporalSmoother` (no retraining needed), the metrics and the synthetic test scenes used by
-scripts/measure_stability.py. Pure tensor code: no file access, no printing, no model calls.
+Owns :class:`TemporalSmoother` (no retraining needed), the metrics and the test scenes (synthetic, or built from a
+picture the caller loads) used by scripts/measure_stability.py. Pure tensor code: no file access, no printing, no
+model calls.
 
 Why flicker happens and what is done about it (spec §2.9): the official code redraws the style-token shuffle on
 every call, so each frame gets different permutations and the texture jumps. The video job builds ONE StyleHandle per
@@ -194,7 +195,8 @@ def synthetic_canvas(height: int, width: int, seed: int = 0) -> "torch.Tensor":
     return img.clamp(0, 1)
 
 
-def static_scene(frames: int = 24, height: int = 144, width: int = 256, noise: float = 0.02, seed: int = 0) -> Scene:
+def static_scene(frames: int = 24, height: int = 144, width: int = 256, noise: float = 0.02, seed: int = 0,
+                 base: "torch.Tensor | None" = None) -> Scene:
     """A locked-off shot: the same picture with fresh Gaussian sensor noise on every frame.
 
     Args:
@@ -202,21 +204,28 @@ def static_scene(frames: int = 24, height: int = 144, width: int = 256, noise: f
         height: rows.
         width: columns.
         noise: noise standard deviation (in [0,1] units).
-        seed: RNG seed.
+        seed: RNG seed (of the noise, and of the synthetic picture when ``base`` is None).
+        base: (3, H, W) float [0,1] picture to use (a real photo); its top-left height×width crop is taken.
+            None: :func:`synthetic_canvas`.
 
     Returns:
         The Scene (dx = dy = 0).
     """
     import torch
 
-    base = synthetic_canvas(height, width, seed)
+    if base is None:
+        base = synthetic_canvas(height, width, seed)
+    else:
+        if base.shape[-2] < height or base.shape[-1] < width:
+            raise ValueError(f"base picture {tuple(base.shape[-2:])} is smaller than {height}x{width}")
+        base = base[:, :height, :width].float()
     g = torch.Generator().manual_seed(seed + 1)
     fr = torch.stack([(base + noise * torch.randn(base.shape, generator=g)).clamp(0, 1) for _ in range(frames)])
     return Scene(fr, 0, 0)
 
 
 def pan_scene(frames: int = 24, height: int = 144, width: int = 256, speed: int = 2, noise: float = 0.01,
-              seed: int = 0) -> Scene:
+              seed: int = 0, base: "torch.Tensor | None" = None) -> Scene:
     """A slow horizontal pan over a larger picture (content moves left by ``speed`` px per frame), with noise.
 
     Args:
@@ -225,14 +234,23 @@ def pan_scene(frames: int = 24, height: int = 144, width: int = 256, speed: int 
         width: columns.
         speed: pixels per frame.
         noise: noise standard deviation.
-        seed: RNG seed.
+        seed: RNG seed (of the noise, and of the synthetic picture when ``base`` is None).
+        base: (3, H, W) float [0,1] picture to pan over (a real photo): the window starts at its top-left corner;
+            it must be at least ``height`` rows and ``width + speed * (frames - 1)`` columns. None:
+            :func:`synthetic_canvas`.
 
     Returns:
         The Scene (dx = speed).
     """
     import torch
 
-    base = synthetic_canvas(height, width + speed * frames, seed)
+    if base is None:
+        base = synthetic_canvas(height, width + speed * frames, seed)
+    else:
+        need = width + speed * (frames - 1)
+        if base.shape[-2] < height or base.shape[-1] < need:
+            raise ValueError(f"base picture {tuple(base.shape[-2:])} is smaller than {height}x{need}")
+        base = base[:, :height].float()
     g = torch.Generator().manual_seed(seed + 2)
     fr = torch.stack([
         (base[:, :, t * speed : t * speed + width] + noise * torch.randn(3, height, width, generator=g)).clamp(0, 1)
