@@ -286,3 +286,13 @@ def test_smoother_steadies_static_and_passes_motion() -> None:
 def test_pan_metric_sees_motion_compensation() -> None:
     sc = pan_scene(frames=6, height=32, width=48, speed=2, noise=0.0)
     assert compensated_diff(sc.frames, sc.dx) < 1e-6 < flicker_ratio(sc.frames, sc.frames) + 1
+
+
+def test_default_preset_keeps_up_with_the_gpu() -> None:
+    import inspect
+
+    from mambast_cli.video.cli import video_command
+
+    assert VideoOptions().preset == "veryfast"                 # medium capped 1080p near 21 fps on 16 cores
+    assert inspect.signature(video_command).parameters["preset"].default == "veryfast"
+    assert inspect.signature(vio.VideoWriter.__init__).parameters["preset"].default == "veryfast"

@@ -48,7 +48,8 @@ from mambast_cli.errors import DeviceError, MambastError, OutputError, UsageErro
 from mambast_cli.pipeline.plan import Event, Plan
 from mambast_cli.pipeline.run import EventCallback, Report, RunOptions, encode_style_source, run_plan
 
-__all__ = ["WORKER_RANK_ENV", "parse_devices", "run_plan_multi"]
+__all__ = ["WORKER_RANK_ENV", "StopFlag", "error_tuple", "parse_devices", "rebuild_error", "run_plan_multi",
+           "start_worker_engine"]
 
 WORKER_RANK_ENV = "MAMBAST_WORKER_RANK"
 """Set in each worker's environment to its rank (0, 1, ...), for logs and the fake engine's ``die`` mode."""
@@ -103,29 +104,86 @@ def parse_devices(spec: str) -> list[str]:
 # worker side
 
 
-def _err_tuple(e: BaseException) -> tuple[str, str, str | None]:
+# Small helpers shared with other multi-process runners (mambast_cli.video.multi).
+
+
+def error_tuple(e: BaseException) -> tuple[str, str, str | None]:
+    """A picklable form of an error, to send from a worker to the parent.
+
+    Args:
+        e: the error.
+
+    Returns:
+        ``(class name, message, hint)``.
+    """
     return type(e).__name__, str(e), getattr(e, "hint", None)
 
 
-def _rebuild_error(t: tuple[str, str, str | None]) -> MambastError:
+def rebuild_error(t: tuple[str, str, str | None]) -> MambastError:
+    """The MambastError that :func:`error_tuple` described (its class when it is one of mambast_cli.errors).
+
+    Args:
+        t: ``(class name, message, hint)``.
+
+    Returns:
+        The error, ready to raise (same exit code as in the worker).
+    """
     cls = getattr(_errors, t[0], None)
     if not (isinstance(cls, type) and issubclass(cls, MambastError)):
         cls = MambastError
     return cls(t[1], hint=t[2])
 
 
-class _StopFlag:
-    """The worker's stop flag: the run-wide (shared) one, or a local one (lost parent, fatal error)."""
+class StopFlag:
+    """A worker's stop flag: the run-wide (shared) one, or a local one (lost parent, fatal error, one item's end)."""
 
     def __init__(self, shared: Any) -> None:
+        """Wrap the run-wide flag.
+
+        Args:
+            shared: the run-wide event (a multiprocessing Event); setting this flag never sets it.
+        """
         self.shared = shared
         self.local = threading.Event()
 
     def is_set(self) -> bool:
+        """True when the run or this flag was stopped."""
         return self.local.is_set() or self.shared.is_set()
 
     def set(self) -> None:
+        """Stop this flag only."""
         self.local.set()
+
+
+def start_worker_engine(device: str, n_workers: int, engine_kwargs: dict[str, Any],
+                        factory: Callable[..., Any] | None) -> Any:
+    """Inside a worker process: share the CPU fairly, pin the GPU, and build the engine on ``device``.
+
+    Args:
+        device: the worker's device (``cpu``, ``cuda:N``).
+        n_workers: how many workers the run has (N CPU workers split the cores).
+        engine_kwargs: engine keywords except ``device``.
+        factory: builds the engine; None: :func:`mambast_cli.pipeline.create_engine`.
+
+    Returns:
+        The engine.
+
+    Raises:
+        MambastError: the device or the weights cannot be used (DeviceError, WeightsError).
+    """
+    import torch
+
+    if device == "cpu" and n_workers > 1:  # N CPU workers share the cores instead of each using them all
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+    if device.startswith("cuda"):
+        try:
+            torch.cuda.set_device(torch.device(device))  # pinned buffers etc. land on this GPU, not on GPU 0
+        except (RuntimeError, AssertionError) as e:
+            raise DeviceError(f"cannot use {device}: {e}") from e
+    create = factory
+    if create is None:
+        from mambast_cli.pipeline import create_engine as create
+    return create(device=device, **engine_kwargs)
 
 
 def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, shared_stop: Any, plan: Plan,
@@ -134,7 +192,7 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
     """One worker process: build the engine, encode its share of styles, then run the tasks it is handed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C through the stop flag
     os.environ[WORKER_RANK_ENV] = str(rank)
-    stop = _StopFlag(shared_stop)
+    stop = StopFlag(shared_stop)
     send_lock = threading.Lock()
 
     def send(msg: tuple[Any, ...]) -> None:
@@ -163,22 +221,10 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
             yield from msg[2]
 
     try:
-        import torch
-
-        if device == "cpu" and n_workers > 1:  # N CPU workers share the cores instead of each using them all
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
         try:
-            if device.startswith("cuda"):
-                try:
-                    torch.cuda.set_device(torch.device(device))  # pinned buffers etc. land on this GPU, not on GPU 0
-                except (RuntimeError, AssertionError) as e:
-                    raise DeviceError(f"cannot use {device}: {e}") from e
-            create = factory
-            if create is None:
-                from mambast_cli.pipeline import create_engine as create
-            engine = create(device=device, **engine_kwargs)
+            engine = start_worker_engine(device, n_workers, engine_kwargs, factory)
         except MambastError as e:
-            send(("fatal", _err_tuple(e)))
+            send(("fatal", error_tuple(e)))
             return
         failed: dict[int, tuple[str, str, str | None]] = {}
         for si in share:
@@ -187,7 +233,7 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
             try:
                 encode_style_source(engine, plan.styles[si], opts)
             except MambastError as e:
-                failed[si] = _err_tuple(e)
+                failed[si] = error_tuple(e)
         send(("ready", failed))
         msg = recv()
         if msg is None or msg[0] != "go":
@@ -204,7 +250,7 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
                        "batch_sizes": dict(report.batch_sizes),
                        "interrupted": report.interrupted and not shared_stop.is_set() and not stop.local.is_set()}))
     except OutputError as e:
-        send(("fatal", _err_tuple(e)))
+        send(("fatal", error_tuple(e)))
     except BaseException as e:  # a bug or a CUDA error: tell the parent which, then die with the traceback
         send(("crash", f"{type(e).__name__}: {e}"))
         raise
@@ -348,7 +394,7 @@ class _Parent:
                 w.finished = True
             else:
                 if self.fatal is None:
-                    self.fatal = _rebuild_error(err)
+                    self.fatal = rebuild_error(err)
                 self.shared_stop.set()
         elif kind == "crash":
             w.crash = msg[1]
@@ -430,7 +476,7 @@ class _Parent:
                     self.emit(Event("note", input=None, message=f"a worker could not start: {err[1]}; "
                                                                 "continuing with the others"))
             if not ready and not self.stopping():
-                raise _rebuild_error(self.start_errors[0]) if self.start_errors else DeviceError("no worker started")
+                raise rebuild_error(self.start_errors[0]) if self.start_errors else DeviceError("no worker started")
             self._fail_styles()
             for w in ready:
                 w.state = "running"

@@ -456,7 +456,7 @@ class VideoWriter:
 
     def __init__(
         self, final: str | os.PathLike[str], info: VideoInfo, *, width: int, height: int, codec: str = "libx264",
-        pix_fmt: str = "yuv420p", crf: int | None = 18, preset: str | None = "medium", threads: int = 0,
+        pix_fmt: str = "yuv420p", crf: int | None = 18, preset: str | None = "veryfast", threads: int = 0,
         copy: bool = True, on_warning: Any = None,
     ) -> None:
         """Open the output.
