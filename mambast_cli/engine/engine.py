@@ -209,7 +209,7 @@ class Engine:
         render_pixels: int | None = None,
         style_memory_bytes: int | None = None,
         cache_max_bytes: int | None = None,
-        deterministic: bool = False,
+        deterministic: bool = True,
     ) -> None:
         """Load the model and set the device up.
 
@@ -229,7 +229,8 @@ class Engine:
             style_memory_bytes: device memory for memoised per-grid style layouts (LRU); None → 15% of the GPU,
                 or 2 GiB on CPU.
             cache_max_bytes: disk cache cap; None → `MAMBAST_CACHE_MAX_BYTES` or 2 GiB.
-            deterministic: ask cuDNN for deterministic algorithms (otherwise cudnn.benchmark is on for speed).
+            deterministic: cuDNN picks its algorithms by fixed heuristics (default), so a --seed gives the same
+                bytes run after run; False turns on cudnn.benchmark (timing-based choice, may differ between runs).
 
         Raises:
             WeightsError: no weights given and none bundled, or the file is missing/corrupt/mismatched.
