@@ -194,17 +194,31 @@ def row_fwd_v2(name, S, G, h, w, dtype, gen, layout="cl", config=None):
                 Gops=ops / ms / 1e6, anchor_scan_ms=ANCHOR_MS.get((S, L, str(dtype).replace("torch.", ""))))
 
 
-def row_train_v2(name, S, h, w, dtype, gen, bwd_config=None):
-    """v2 training: channel-last fwd with checkpoints, bwd, and autograd fwd+bwd (layout='cl')."""
+def row_train_v2(name, S, h, w, dtype, gen, bwd_config=None, bwd="v1"):
+    """v2 training: channel-last fwd with checkpoints, bwd, and autograd fwd+bwd (layout='cl'). bwd='v2': the
+    sequential backward (cross_scan_bwd_seq_cl; MAMBAST_SCAN_BWD=v2 for the autograd row), bwd_config = (BD, warps)."""
+    old_bwd = os.environ.get("MAMBAST_SCAN_BWD")
+    os.environ["MAMBAST_SCAN_BWD"] = bwd
+    try:
+        return _row_train_v2(name, S, h, w, dtype, gen, bwd_config, bwd)
+    finally:
+        if old_bwd is None:
+            os.environ.pop("MAMBAST_SCAN_BWD", None)
+        else:
+            os.environ["MAMBAST_SCAN_BWD"] = old_bwd
+
+
+def _row_train_v2(name, S, h, w, dtype, gen, bwd_config, bwd):
     G, L = 1, h * w
     es = torch.empty((), dtype=dtype).element_size()
     xs = make_inputs(S, G, h, w, dtype, gen)
     xs = [xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()] + xs[2:]
     y, hck, cfg = cs2.cross_scan_fwd_cl(*xs, h, w, save_states=True)
     dy = torch.randn_like(y)
-    cs2.cross_scan_bwd_cl(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config)
+    bwd_fn = cs2.cross_scan_bwd_seq_cl if bwd == "v2" else cs2.cross_scan_bwd_cl
+    bwd_fn(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config)
     ms_f = bench(lambda: cs2.cross_scan_fwd_cl(*xs, h, w, save_states=True, config=cfg))
-    ms_b = bench(lambda: cs2.cross_scan_bwd_cl(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config))
+    ms_b = bench(lambda: bwd_fn(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config))
     ms_inf = bench(lambda: cs2.cross_scan_fwd_cl(*xs, h, w, save_states=False))
     xt = [x.clone().requires_grad_() for x in xs]
 
@@ -214,8 +228,11 @@ def row_train_v2(name, S, h, w, dtype, gen, bwd_config=None):
     ms_fb = bench(fb)
     nbytes = fwd_bytes(S, G, L, es) * 2 + hck.numel() * 4
     ops = S * K * DI * N * L * 16
+    if bwd_config is None and bwd == "v2" and DEV == "cuda":
+        bwd_config = cs._TUNE_CACHE.get(
+            f"v2seqbwd|S{S}|Di{DI}|L{L}|G{G}|N{N}|BT{cs2.TRAIN_BT}|{dtype}|{dtype}|{torch.cuda.get_device_name()}")
     return dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype=str(dtype).replace("torch.", ""), config=list(cfg),
-                bwd_config=bwd_config, ms=ms_b, fwd_train_ms=ms_f, fwd_infer_ms=ms_inf, fwd_bwd_autograd_ms=ms_fb,
+                bwd=bwd, bwd_config=bwd_config, ms=ms_b, fwd_train_ms=ms_f, fwd_infer_ms=ms_inf, fwd_bwd_autograd_ms=ms_fb,
                 bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
 
 
@@ -252,6 +269,11 @@ def main():
            for c in cs2.FWD_CONFIGS]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
            for c in cs2.BWD_CONFIGS]
+    # sequential backward (MAMBAST_SCAN_BWD=v2): tuned pick, then each (BD, warps)
+    v2 += [("v2seq train 256 S24 bf16", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd="v2")),
+           ("v2seq train 256 S8 fp32", row_train_v2, dict(S=8, h=32, w=32, dtype=f32, bwd="v2"))]
+    v2 += [(f"v2seq sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c, bwd="v2"))
+           for c in cs2.SEQ_BWD_CONFIGS]
     v1_key = [
         ("v1 enc 512 B8 bf16", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=bf16)),
         ("v1 train 256 S8 fp32", row_train, dict(S=8, h=32, w=32, dtype=f32)),

@@ -116,10 +116,13 @@ def row_forward(S, G, h, w, dtype, gen, config=None, impl="v2"):
     return out
 
 
-def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2"):
+def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2", bwd="v1"):
+    """bwd='v2': the sequential backward (MAMBAST_SCAN_BWD=v2, read at backward time); bwd_config is then (BD, warps)."""
     Di, N = DI, NS
     xs = make_inputs(S, Di, N, G, h, w, gen)
     xt = [x.clone().requires_grad_() for x in xs]
+    old_bwd = os.environ.get("MAMBAST_SCAN_BWD")
+    os.environ["MAMBAST_SCAN_BWD"] = bwd
     cs.POISON_BUFFERS = True
     try:
         y = _scan(impl)(*xt, h, w, config=config, bwd_config=bwd_config)
@@ -128,6 +131,10 @@ def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2"):
         g2 = torch.autograd.grad(_scan(impl)(*xt, h, w, config=config, bwd_config=bwd_config), xt, dy)
     finally:
         cs.POISON_BUFFERS = False
+        if old_bwd is None:
+            os.environ.pop("MAMBAST_SCAN_BWD", None)
+        else:
+            os.environ["MAMBAST_SCAN_BWD"] = old_bwd
     det = all(torch.equal(a, b) for a, b in zip(g1, g2))
     x64 = [x.double().requires_grad_() for x in xs]
     y64 = cross_scan_ref(*x64, h, w, chunk=256)
@@ -136,7 +143,7 @@ def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2"):
     errs = {f"d{n}": rel(a, b) for n, a, b in zip(names, g1, g64)}
     finite = all(bool(torch.isfinite(g).all()) for g in g1)
     worst = max(errs.values())
-    return dict(kind=f"{impl}b", S=S, G=G, h=h, w=w, dtype="float32", config=config, bwd_config=bwd_config,
+    return dict(kind=f"{impl}b" + ("s" if bwd == "v2" else ""), S=S, G=G, h=h, w=w, dtype="float32", config=config, bwd_config=bwd_config,
                 rel_err=worst, grads=errs, y_rel_err=rel(y, y64), finite=finite, deterministic=det, tol=1e-5,
                 ok=finite and det and worst < 1e-5)
 
@@ -158,7 +165,10 @@ def main():
                  ("fwd", dict(S=1, G=8, h=64, w=64, dtype=torch.bfloat16)),
                  ("fwd", dict(S=2, G=1, h=32, w=48, dtype=torch.float32)),
                  ("bwd", dict(S=2, G=1, h=32, w=32)),
-                 ("bwd", dict(S=1, G=2, h=16, w=24))]
+                 ("bwd", dict(S=1, G=2, h=16, w=24)),
+                 # the sequential backward (MAMBAST_SCAN_BWD=v2; not yet validated on a GPU)
+                 ("bwd", dict(S=2, G=1, h=32, w=32, bwd="v2")),
+                 ("bwd", dict(S=1, G=2, h=16, w=24, bwd="v2"))]
     else:
         grids = [(32, 32), (64, 64), (128, 128), (64, 96)]
         for (h, w) in grids:
@@ -172,6 +182,12 @@ def main():
             jobs.append(("fwd", dict(S=1, G=2, h=64, w=96, dtype=torch.float32, config=cfg)))
         for bcfg in cs2.BWD_CONFIGS:
             jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg)))
+        # the sequential backward (MAMBAST_SCAN_BWD=v2): default config on the bwd shapes above, then every config
+        for (h, w) in [(32, 32), (64, 64), (24, 40)]:
+            jobs.append(("bwd", dict(S=2, G=1, h=h, w=w, bwd="v2")))
+        jobs.append(("bwd", dict(S=1, G=2, h=32, w=32, bwd="v2")))
+        for bcfg in cs2.SEQ_BWD_CONFIGS:
+            jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg, bwd="v2")))
         # v1 (the fallback, MAMBAST_SCAN_IMPL=v1) on the key rows
         jobs.append(("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16, impl="v1")))
         jobs.append(("fwd", dict(S=1, G=8, h=64, w=96, dtype=torch.float32, impl="v1")))
