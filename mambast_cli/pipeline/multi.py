@@ -48,8 +48,8 @@ from mambast_cli.errors import DeviceError, MambastError, OutputError, UsageErro
 from mambast_cli.pipeline.plan import Event, Plan
 from mambast_cli.pipeline.run import EventCallback, Report, RunOptions, encode_style_source, run_plan
 
-__all__ = ["WORKER_RANK_ENV", "StopFlag", "error_tuple", "parse_devices", "rebuild_error", "run_plan_multi",
-           "start_worker_engine"]
+__all__ = ["WORKER_RANK_ENV", "StopFlag", "WorkerLink", "error_tuple", "parse_devices", "pump_workers",
+           "rebuild_error", "run_plan_multi", "send_to_worker", "spawn_worker", "start_worker_engine", "worker_context"]
 
 WORKER_RANK_ENV = "MAMBAST_WORKER_RANK"
 """Set in each worker's environment to its rank (0, 1, ...), for logs and the fake engine's ``die`` mode."""
@@ -186,6 +186,105 @@ def start_worker_engine(device: str, n_workers: int, engine_kwargs: dict[str, An
     return create(device=device, **engine_kwargs)
 
 
+class WorkerLink:
+    """A worker's end of its pipe to the parent: thread-safe send, stop-aware receive. A lost parent stops the worker."""
+
+    def __init__(self, conn: Connection, stop: StopFlag) -> None:
+        """Args:
+            conn: the worker's end of the pipe.
+            stop: set (locally) when the parent is gone.
+        """
+        self.conn, self.stop = conn, stop
+        self._lock = threading.Lock()  # events come from the pipeline's threads too
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        """Send one message; if the parent is gone, stop quietly."""
+        with self._lock:
+            try:
+                self.conn.send(msg)
+            except (BrokenPipeError, EOFError, OSError):
+                self.stop.set()
+
+    def recv(self) -> tuple[Any, ...] | None:
+        """The parent's next message, or None once the worker is stopped."""
+        while not self.stop.is_set():
+            try:
+                if self.conn.poll(0.2):
+                    msg: tuple[Any, ...] = self.conn.recv()
+                    return msg
+            except (EOFError, OSError):
+                self.stop.set()
+        return None
+
+
+def worker_context(start_method: str) -> Any:
+    """The multiprocessing context for worker processes (torch's, so tensors travel through shared memory)."""
+    try:
+        import torch.multiprocessing as tmp
+
+        return tmp.get_context(start_method)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return mp.get_context(start_method)
+
+
+def spawn_worker(ctx: Any, target: Callable[..., None], name: str,
+                 make_args: Callable[[Connection], tuple[Any, ...]]) -> tuple[Any, Connection]:
+    """Start one daemon worker process with a duplex pipe.
+
+    Args:
+        ctx: from :func:`worker_context`.
+        target: the worker's main function.
+        name: the process name.
+        make_args: given the child's end of the pipe, the target's arguments.
+
+    Returns:
+        ``(process, the parent's end of the pipe)``.
+    """
+    parent_conn, child_conn = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=target, name=name, daemon=True, args=make_args(child_conn))
+    proc.start()
+    child_conn.close()
+    return proc, parent_conn
+
+
+def send_to_worker(conn: Connection, msg: tuple[Any, ...]) -> None:
+    """Send to a worker; a dead one is noticed through its process sentinel, not here."""
+    try:
+        conn.send(msg)
+    except (BrokenPipeError, EOFError, OSError):
+        pass
+
+
+def pump_workers(workers: Sequence[Any], handle: Callable[[Any, tuple[Any, ...]], None],
+                 gone: Callable[[Any], None], timeout: float) -> None:
+    """Wait up to ``timeout`` for messages or exits of the live workers, and dispatch them.
+
+    Args:
+        workers: objects with ``conn``, ``proc`` and ``state`` (``"gone"`` once handled as ended).
+        handle: called with (worker, message) for every message, in order.
+        gone: called once for each worker whose process ended or whose pipe broke.
+        timeout: seconds to wait.
+    """
+    live = [w for w in workers if w.state != "gone"]
+    by_conn = {id(w.conn): w for w in live}
+    by_sentinel = {w.proc.sentinel: w for w in live}
+    ended: list[Any] = []
+    for r in wait([w.conn for w in live] + list(by_sentinel), timeout=timeout):
+        if isinstance(r, int):
+            ended.append(by_sentinel[r])
+            continue
+        w = by_conn[id(r)]
+        try:
+            while w.conn.poll(0):
+                handle(w, w.conn.recv())
+        except (EOFError, OSError):
+            if w not in ended:
+                ended.append(w)
+    for w in ended:
+        if w.state != "gone":
+            gone(w)
+
+
 def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, shared_stop: Any, plan: Plan,
                  opts: RunOptions, engine_kwargs: dict[str, Any], share: list[int],
                  factory: Callable[..., Any] | None) -> None:
@@ -193,24 +292,8 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C through the stop flag
     os.environ[WORKER_RANK_ENV] = str(rank)
     stop = StopFlag(shared_stop)
-    send_lock = threading.Lock()
-
-    def send(msg: tuple[Any, ...]) -> None:
-        with send_lock:
-            try:
-                conn.send(msg)
-            except (BrokenPipeError, EOFError, OSError):
-                stop.set()  # the parent is gone: stop quietly
-
-    def recv() -> tuple[Any, ...] | None:
-        while not stop.is_set():
-            try:
-                if conn.poll(0.2):
-                    msg: tuple[Any, ...] = conn.recv()
-                    return msg
-            except (EOFError, OSError):
-                stop.set()
-        return None
+    link = WorkerLink(conn, stop)
+    send, recv = link.send, link.recv
 
     def feed() -> Iterator[tuple[int, tuple[int, ...]]]:
         while not stop.is_set():
@@ -281,7 +364,7 @@ class _Parent:
         self.factory, self.start_method = factory, start_method
         self.report = Report(planned=plan.n_pending)
         self.outstanding: set[tuple[int, int]] = set(plan.jobs())
-        self.outmap = {self._out(ci, si): (ci, si) for ci, si in self.outstanding}
+        self.outmap = {self.plan.output_str(ci, si): (ci, si) for ci, si in self.outstanding}
         self.tasks: deque[tuple[int, list[tuple[int, tuple[int, ...]]]]] = deque()
         self.workers: list[_Worker] = []
         self.fatal: MambastError | None = None
@@ -292,10 +375,6 @@ class _Parent:
         self.shared_stop: Any = None
 
     # -- events ---------------------------------------------------------------------------------------------
-    def _out(self, ci: int, si: int) -> str:
-        p = self.plan.output_for(ci, si)
-        return "-" if p is None else os.fspath(p)
-
     def emit(self, ev: Event) -> None:
         if ev.kind == "ok":
             self.report.ok += 1
@@ -313,35 +392,23 @@ class _Parent:
         self.outstanding.discard(key)
         ci, si = key
         self.emit(Event("error", input=self.plan.contents[ci].display, style=self.plan.styles[si].display,
-                        output=self._out(ci, si), error=error, message=message, hint=hint))
+                        output=self.plan.output_str(ci, si), error=error, message=message, hint=hint))
 
     # -- workers --------------------------------------------------------------------------------------------
     def spawn(self) -> None:
-        try:
-            import torch.multiprocessing as tmp
-
-            self.ctx = tmp.get_context(self.start_method)
-        except ImportError:  # pragma: no cover - torch is a hard dependency
-            self.ctx = mp.get_context(self.start_method)
+        self.ctx = worker_context(self.start_method)
         self.shared_stop = self.ctx.Event()
         needed = sorted({si for p in self.plan.pending for si in p})
         n = len(self.devices)
         for rank, dev in enumerate(self.devices):
-            parent_conn, child_conn = self.ctx.Pipe(duplex=True)
-            proc = self.ctx.Process(
-                target=_worker_main, name=f"mambast-worker-{rank}", daemon=True,
-                args=(rank, n, dev, child_conn, self.shared_stop, self.plan, self.opts, self.engine_kwargs,
-                      needed[rank::n], self.factory),
-            )
-            proc.start()
-            child_conn.close()
-            self.workers.append(_Worker(rank, dev, proc, parent_conn))
+            proc, conn = spawn_worker(
+                self.ctx, _worker_main, f"mambast-worker-{rank}",
+                lambda child, rank=rank, dev=dev: (rank, n, dev, child, self.shared_stop, self.plan, self.opts,
+                                                   self.engine_kwargs, needed[rank::n], self.factory))
+            self.workers.append(_Worker(rank, dev, proc, conn))
 
     def send(self, w: _Worker, msg: tuple[Any, ...]) -> None:
-        try:
-            w.conn.send(msg)
-        except (BrokenPipeError, EOFError, OSError):
-            pass  # it died: its sentinel tells us next
+        send_to_worker(w.conn, msg)
 
     def stopping(self) -> bool:
         return self.fatal is not None or self.report.interrupted or self.shared_stop.is_set() or (
@@ -427,37 +494,15 @@ class _Parent:
 
     def pump(self, timeout: float) -> None:
         """Wait for messages or exits, and handle them."""
-        live = [w for w in self.workers if w.state != "gone"]
-        by_conn = {id(w.conn): w for w in live}
-        by_sentinel = {w.proc.sentinel: w for w in live}
-        ready = wait([w.conn for w in live] + list(by_sentinel), timeout=timeout)
-        ended: list[_Worker] = []
-        for r in ready:
-            if isinstance(r, int):
-                ended.append(by_sentinel[r])
-                continue
-            w = by_conn[id(r)]
-            try:
-                while w.conn.poll(0):
-                    self.handle(w, w.conn.recv())
-            except (EOFError, OSError):
-                if w not in ended:
-                    ended.append(w)
-        for w in ended:
-            if w.state != "gone":
-                self.gone(w)
+        pump_workers(self.workers, self.handle, self.gone, timeout)
         if self.ext_stop is not None and self.ext_stop.is_set():
             self.report.interrupted = True
             self.shared_stop.set()
 
     def run(self) -> Report:
         t0 = time.perf_counter()
-        for ev in self.plan.notes:
+        for ev in self.plan.start_events():
             self.emit(ev)
-        for ci, done in enumerate(self.plan.done):
-            for si in done:
-                self.emit(Event("skipped", input=self.plan.contents[ci].display, style=self.plan.styles[si].display,
-                                output=self._out(ci, si), message="output exists (use --overwrite to redo)"))
         if not self.plan.n_pending:
             self.report.elapsed_s = time.perf_counter() - t0
             return self.report

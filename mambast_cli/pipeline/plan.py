@@ -139,6 +139,19 @@ class Plan:
         name = self.renamed.get((ci, si)) or output_name(c.stem, s.stem, self.ext)
         return out_path(self.outdir, c.rel_dir, name)
 
+    def output_str(self, ci: int, si: int) -> str:
+        """The output path as events show it (``-`` for stdout)."""
+        p = self.output_for(ci, si)
+        return "-" if p is None else os.fspath(p)
+
+    def start_events(self) -> Iterator[Event]:
+        """What a run reports before any work: the planning notes, then one ``skipped`` event per finished output."""
+        yield from self.notes
+        for ci, done in enumerate(self.done):
+            for si in done:
+                yield Event("skipped", input=self.contents[ci].display, style=self.styles[si].display,
+                            output=self.output_str(ci, si), message="output exists (use --overwrite to redo)")
+
     def jobs(self) -> Iterator[tuple[int, int]]:
         """Iterate the pending (content index, style index) pairs in order."""
         for ci, styles in enumerate(self.pending):

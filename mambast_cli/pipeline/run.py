@@ -254,15 +254,11 @@ class _Runner:
             "error",
             input=self.plan.contents[ci].display,
             style=self.plan.styles[si].display if si is not None else None,
-            output=self._out_str(ci, si) if si is not None else None,
+            output=self.plan.output_str(ci, si) if si is not None else None,
             error=type(e).__name__ if isinstance(e, MambastError) else kind,
             message=msg,
             hint=e.hint if isinstance(e, MambastError) else None,
         ))
-
-    def _out_str(self, ci: int, si: int) -> str:
-        p = self.plan.output_for(ci, si)
-        return "-" if p is None else os.fspath(p)
 
     # -- styles ---------------------------------------------------------------------------------------------
     def encode_styles(self) -> None:
@@ -291,7 +287,7 @@ class _Runner:
                 if si in self.failed_styles:
                     bad = self.failed_styles[si]
                     self.emit(Event("error", input=self.plan.contents[ci].display, style=bad.style,
-                                    output=self._out_str(ci, si), error=bad.error, message=bad.message, hint=bad.hint))
+                                    output=self.plan.output_str(ci, si), error=bad.error, message=bad.message, hint=bad.hint))
                 else:
                     ok_styles.append(si)
             if ok_styles:
@@ -435,12 +431,8 @@ class _Runner:
     # -- main loop --------------------------------------------------------------------------------------------
     def run(self) -> Report:
         t0 = time.perf_counter()
-        for ev in self.plan.notes:
+        for ev in self.plan.start_events():
             self.emit(ev)
-        for ci, done in enumerate(self.plan.done):
-            for si in done:
-                self.emit(Event("skipped", input=self.plan.contents[ci].display, style=self.plan.styles[si].display,
-                                output=self._out_str(ci, si), message="output exists (use --overwrite to redo)"))
         n_write = _cpu_workers(self.opts.write_workers)
         self.write_slots = threading.BoundedSemaphore(2 * n_write + (self.opts.batch_size or 4))
         decoder = ThreadPoolExecutor(_cpu_workers(self.opts.decode_workers), thread_name_prefix="mambast-decode")

@@ -35,12 +35,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
 from mambast_cli.errors import DeviceError, InputError, MambastError, UsageError
-from mambast_cli.pipeline.multi import (WORKER_RANK_ENV, StopFlag, error_tuple, rebuild_error,
-                                        start_worker_engine)
+from mambast_cli.pipeline.multi import (WORKER_RANK_ENV, StopFlag, WorkerLink, error_tuple, pump_workers,
+                                        rebuild_error, send_to_worker, spawn_worker, start_worker_engine,
+                                        worker_context)
 from mambast_cli.video.run import (EventFn, ItemResult, VideoJob, VideoOptions, VideoReport, done_event,
                                    error_event, load_style, prepare_run, process_video)
 
@@ -60,24 +61,8 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent coordinates Ctrl-C through the shared stop flag
     os.environ[WORKER_RANK_ENV] = str(rank)
     stop = StopFlag(shared_stop)
-    send_lock = threading.Lock()
-
-    def send(msg: tuple[Any, ...]) -> None:
-        with send_lock:  # events come from the pipeline's threads too (encoder warnings)
-            try:
-                conn.send(msg)
-            except (BrokenPipeError, EOFError, OSError):
-                stop.set()  # the parent is gone: stop quietly
-
-    def recv() -> tuple[Any, ...] | None:
-        while not stop.is_set():
-            try:
-                if conn.poll(0.2):
-                    msg: tuple[Any, ...] = conn.recv()
-                    return msg
-            except (EOFError, OSError):
-                stop.set()
-        return None
+    link = WorkerLink(conn, stop)
+    send, recv = link.send, link.recv
 
     def stats(engine: Any) -> dict[str, int]:
         st = getattr(engine, "stats", None) or {}
@@ -194,25 +179,18 @@ class _Parent:
 
     # -- workers --------------------------------------------------------------------------------------------
     def spawn(self) -> None:
-        import torch.multiprocessing as tmp
-
-        ctx = tmp.get_context(self.start_method)
+        ctx = worker_context(self.start_method)
         self.shared_stop = ctx.Event()
         n = len(self.devices)
         for rank, dev in enumerate(self.devices):
-            parent_conn, child_conn = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_worker_main, name=f"mambast-video-worker-{rank}", daemon=True,
-                               args=(rank, n, dev, child_conn, self.shared_stop, self.jobs, self.style, self.opts,
-                                     self.engine_kwargs, rank == 0, self.factory))
-            proc.start()
-            child_conn.close()
-            self.workers.append(_Worker(rank, dev, proc, parent_conn))
+            proc, conn = spawn_worker(
+                ctx, _worker_main, f"mambast-video-worker-{rank}",
+                lambda child, rank=rank, dev=dev: (rank, n, dev, child, self.shared_stop, self.jobs, self.style,
+                                                   self.opts, self.engine_kwargs, rank == 0, self.factory))
+            self.workers.append(_Worker(rank, dev, proc, conn))
 
     def send(self, w: _Worker, msg: tuple[Any, ...]) -> None:
-        try:
-            w.conn.send(msg)
-        except (BrokenPipeError, EOFError, OSError):
-            pass  # it died: its sentinel tells us next
+        send_to_worker(w.conn, msg)
 
     def stopping(self) -> bool:
         return self.fatal is not None or self.interrupted or bool(self.shared_stop and self.shared_stop.is_set())
@@ -287,24 +265,7 @@ class _Parent:
 
     def pump(self, timeout: float) -> None:
         """Wait for messages or exits, and handle them."""
-        live = [w for w in self.workers if w.state != "gone"]
-        by_conn = {id(w.conn): w for w in live}
-        by_sentinel = {w.proc.sentinel: w for w in live}
-        ended: list[_Worker] = []
-        for r in wait([w.conn for w in live] + list(by_sentinel), timeout=timeout):
-            if isinstance(r, int):
-                ended.append(by_sentinel[r])
-                continue
-            w = by_conn[id(r)]
-            try:
-                while w.conn.poll(0):
-                    self.handle(w, w.conn.recv())
-            except (EOFError, OSError):
-                if w not in ended:
-                    ended.append(w)
-        for w in ended:
-            if w.state != "gone":
-                self.gone(w)
+        pump_workers(self.workers, self.handle, self.gone, timeout)
         if self.cancel is not None and self.cancel.is_set():
             self.interrupted = True
             self.shared_stop.set()
