@@ -376,13 +376,7 @@ class _Parent:
 
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, ev: Event) -> None:
-        if ev.kind == "ok":
-            self.report.ok += 1
-        elif ev.kind == "error":
-            self.report.failed += 1
-            self.report.errors.append(ev)
-        elif ev.kind == "skipped":
-            self.report.skipped += 1
+        self.report.count(ev)
         if self.on_event is not None:
             self.on_event(ev)
 

@@ -112,6 +112,16 @@ class Report:
     style_encodes: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
+    def count(self, ev: Event) -> None:
+        """Count one item event: ``ok``, ``error`` (kept in ``errors``) or ``skipped``; other kinds are not items."""
+        if ev.kind == "ok":
+            self.ok += 1
+        elif ev.kind == "error":
+            self.failed += 1
+            self.errors.append(ev)
+        elif ev.kind == "skipped":
+            self.skipped += 1
+
     @property
     def images_per_s(self) -> float:
         """Outputs written per second of wall time."""
@@ -238,13 +248,7 @@ class _Runner:
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, ev: Event) -> None:
         with self.lock:
-            if ev.kind == "ok":
-                self.report.ok += 1
-            elif ev.kind == "error":
-                self.report.failed += 1
-                self.report.errors.append(ev)
-            elif ev.kind == "skipped":
-                self.report.skipped += 1
+            self.report.count(ev)
             if self.on_event is not None:
                 self.on_event(ev)
 

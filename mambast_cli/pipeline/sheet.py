@@ -47,11 +47,7 @@ def build_sheet(
     oom = _out_of_memory_types()
 
     def emit(ev: Event) -> None:
-        if ev.kind == "ok":
-            report.ok += 1
-        elif ev.kind == "error":
-            report.failed += 1
-            report.errors.append(ev)
+        report.count(ev)
         if on_event:
             on_event(ev)
 

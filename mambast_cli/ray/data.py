@@ -367,25 +367,15 @@ def stylize_plan(
     report = Report(planned=plan.n_pending)
 
     def emit(ev: Event) -> None:
-        if ev.kind == "ok":
-            report.ok += 1
-        elif ev.kind == "error":
-            report.failed += 1
-            report.errors.append(ev)
-        elif ev.kind == "skipped":
-            report.skipped += 1
+        report.count(ev)
         if on_event is not None:
             on_event(ev)
 
     t0 = time.perf_counter()
     if plan.outdir is None:
         raise UsageError("--ray writes to an output folder, not to stdout")
-    for ev in plan.notes:
+    for ev in plan.start_events():
         emit(ev)
-    for ci, done in enumerate(plan.done):
-        for si in done:
-            emit(Event("skipped", input=plan.contents[ci].display, style=plan.styles[si].display,
-                       output=os.fspath(plan.output_for(ci, si)), message="output exists (use --overwrite to redo)"))
     if plan.n_pending:
         rows = plan_rows(plan)
         ray = _connect(address)
@@ -484,13 +474,7 @@ def stylize_dataset(
     report = Report()
 
     def emit(ev: Event) -> None:
-        if ev.kind == "ok":
-            report.ok += 1
-        elif ev.kind == "error":
-            report.failed += 1
-            report.errors.append(ev)
-        elif ev.kind == "skipped":
-            report.skipped += 1
+        report.count(ev)
         if on_event is not None:
             on_event(ev)
 
