@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .scan_ref import K_DIRECTIONS
+from .scan_ref import K_DIRECTIONS, check_shapes
 
 LOG2E = 1.4426950408889634
 
@@ -390,16 +390,7 @@ def _env_config(name: str):
 # Launchers
 # ----------------------------------------------------------------------------------------------------------------
 def _check_shapes(u, delta, A, B, C, D, delta_bias, h, w):
-    S, Di, L = u.shape
-    K = K_DIRECTIONS
-    G = C.shape[1]
-    N = A.shape[1]
-    assert L == h * w, f"L={L} does not match grid {h}x{w}"
-    assert delta.shape == (S, K, Di, L), delta.shape
-    assert A.shape == (K * Di, N), A.shape
-    assert B.shape == (S, K, N, L), B.shape
-    assert C.shape == (S, G, K, N, L), C.shape
-    assert D.shape == (K * Di,) and delta_bias.shape == (K * Di,)
+    S, Di, L, G, N = check_shapes(u, delta, A, B, C, D, delta_bias, h, w)
     assert N & (N - 1) == 0, f"d_state N={N} must be a power of two"
     return S, Di, L, G, N
 

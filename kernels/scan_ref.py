@@ -38,6 +38,21 @@ def direction_indices(h: int, w: int, device: torch.device | str = "cpu") -> tor
     return torch.stack([row, col, row.flip(0), col.flip(0)])
 
 
+def check_shapes(u, delta, A, B, C, D, delta_bias, h: int, w: int) -> tuple[int, int, int, int, int]:
+    """Assert the channel-first contract of `cross_scan_ref` (shared by the kernels' launchers). Returns (S, Di, L, G, N)."""
+    S, Di, L = u.shape
+    K = K_DIRECTIONS
+    G = C.shape[1]
+    N = A.shape[1]
+    assert L == h * w, f"L={L} does not match grid {h}x{w}"
+    assert delta.shape == (S, K, Di, L), delta.shape
+    assert A.shape == (K * Di, N), A.shape
+    assert B.shape == (S, K, N, L), B.shape
+    assert C.shape == (S, G, K, N, L), C.shape
+    assert D.shape == (K * Di,) and delta_bias.shape == (K * Di,)
+    return S, Di, L, G, N
+
+
 def cross_scan_ref(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -68,16 +83,8 @@ def cross_scan_ref(
     Returns:
         y: (S, G, Di, L) in fp32 (fp64 if any input is fp64), grid order, the four directions summed.
     """
-    S, Di, L = u.shape
+    S, Di, L, G, N = check_shapes(u, delta, A, B, C, D, delta_bias, h, w)
     K = K_DIRECTIONS
-    G = C.shape[1]
-    N = A.shape[1]
-    assert L == h * w, f"L={L} does not match grid {h}x{w}"
-    assert delta.shape == (S, K, Di, L), delta.shape
-    assert A.shape == (K * Di, N), A.shape
-    assert B.shape == (S, K, N, L), B.shape
-    assert C.shape == (S, G, K, N, L), C.shape
-    assert D.shape == (K * Di,) and delta_bias.shape == (K * Di,)
 
     ct = torch.float64 if any(x.dtype == torch.float64 for x in (u, delta, A, B, C, D, delta_bias)) else torch.float32
     idx = direction_indices(h, w, u.device)                       # (K, L)

@@ -124,9 +124,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     cfg, sd, _ = load_weights(path)
     model = MambaST(cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    for k in unused_keys(cfg, model.state_dict().keys()) - set(sd):   # left out by save_weights(drop_unused=True)
-        ref = model.state_dict()[k]
-        sd[k] = torch.ones_like(ref) if k.endswith(".skip_scale2") else torch.zeros_like(ref)
+    own = model.state_dict()
+    for k in unused_keys(cfg, own.keys()) - set(sd):   # left out by save_weights(drop_unused=True)
+        sd[k] = torch.ones_like(own[k]) if k.endswith(".skip_scale2") else torch.zeros_like(own[k])
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
