@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mambast_cli.model import MambaST, tiny_config
-from mambast_cli.model.weights import load_model, load_weights, save_weights
-from mambast_cli.train.loop import TrainConfig, lr_at, three_passes, train
+from mambast_cli.model import MambaST, MambaSTConfig, tiny_config
+from mambast_cli.errors import UsageError, WeightsError
+from mambast_cli.model.weights import load_model, load_weights, save_weights, weights_id
+from mambast_cli.train.loop import TrainConfig, check_options, lr_at, three_passes, time_progress, train
 from mambast_cli.train.losses import LossConfig, StyleLosses
 
 # shallow taps keep the loss network cheap on CPU (the real defaults go to block10)
@@ -128,7 +129,6 @@ def test_shards_split_and_join_round_trip(tmp_path: Path) -> None:
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     load_model(joined)
     shards[0].unlink()
-    from mambast_cli.errors import WeightsError
     with pytest.raises(WeightsError):
         join_shards(shards[1:], tmp_path / "x.safetensors")
 
@@ -139,3 +139,115 @@ def test_lr_schedules() -> None:
     ours = TrainConfig(Path("c"), Path("s"), Path("o"), steps=1000, recipe="ours", lr=1e-4, warmup=100)
     assert lr_at(0, ours) == pytest.approx(1e-6) and lr_at(99, ours) == pytest.approx(1e-4)
     assert lr_at(999, ours) == pytest.approx(1e-5, rel=1e-3)
+
+
+def test_time_lr_schedule_is_the_larger_of_step_and_time_progress() -> None:
+    assert time_progress(0, 600) == 0 and time_progress(300, 600) == pytest.approx(0.5)
+    assert time_progress(900, 600) == 1.0 and time_progress(10, 0) == 1.0 and time_progress(10, -5) == 1.0
+    assert time_progress(300, 600, start=0.5) == pytest.approx(0.75)       # a resumed run decays the rest
+    cfg = TrainConfig(Path("c"), Path("s"), Path("o"), steps=1000, lr=1e-4, warmup=100, min_lr_frac=0.1,
+                      lr_schedule="time", time_limit=10)
+    assert lr_at(0, cfg, t_progress=1.0) == pytest.approx(1e-6)            # warm-up stays step-based
+    assert lr_at(550, cfg, t_progress=0.0) == pytest.approx(5.5e-5)        # step progress 0.5: half-way down
+    assert lr_at(550, cfg, t_progress=0.2) == pytest.approx(5.5e-5)        # step progress is larger: it wins
+    assert lr_at(550, cfg, t_progress=1.0) == pytest.approx(1e-5)          # out of time: at the floor
+    assert lr_at(200, cfg, t_progress=0.5) == pytest.approx(5.5e-5)        # time progress is larger: it wins
+    assert lr_at(200, cfg, time_progress(300, 600)) == pytest.approx(5.5e-5)
+    paper = TrainConfig(Path("c"), Path("s"), Path("o"), recipe="paper", lr=1e-4)
+    assert lr_at(10, paper, t_progress=1.0) == 1e-4
+    check_options(cfg)
+    for bad in (dict(lr_schedule="time"), dict(lr_schedule="time", time_limit=10, recipe="paper"),
+                dict(lr_schedule="minutes", time_limit=10)):
+        with pytest.raises(UsageError):
+            check_options(TrainConfig(Path("c"), Path("s"), Path("o"), **bad))
+
+
+def test_time_lr_schedule_in_the_loop(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    # a 1-minute limit leaves no time past the final checkpoint/export reserve: the decay is done from the start,
+    # the loop stops at its first log point, at the floor
+    events: list[dict] = []
+    out = tmp_path / "run"
+    train(_cfg(folders, out, lr_schedule="time", time_limit=1.0, warmup=0), on_event=events.append,
+          loss_net=tiny_loss_net())
+    logs = [e for e in events if e["event"] == "log"]
+    assert [e["step"] for e in logs] == [2] and logs[0]["lr"] == pytest.approx(1e-4)   # 0.1 x lr 1e-3
+    assert events[-1]["reason"] == "time limit"
+    assert torch.load(out / "ckpt.pt", weights_only=True)["lr_progress"] == 1.0
+
+
+@pytest.fixture()
+def init_file(tmp_path: Path) -> Path:
+    """A tiny model's weights as a training run exports them: bf16, the unused keys left out."""
+    torch.manual_seed(123)
+    model = MambaST(tiny_config())
+    model.reset_parameters()
+    path = tmp_path / "init.safetensors"
+    save_weights(path, model, source="test", dtype=torch.bfloat16, drop_unused=True)
+    return path
+
+
+def test_init_weights_start_a_fresh_run(folders: tuple[Path, Path], tmp_path: Path, init_file: Path) -> None:
+    out = tmp_path / "run"
+    events: list[dict] = []
+    train(_cfg(folders, out, steps=0, ckpt_every=0, init_weights=str(init_file)), on_event=events.append,
+          loss_net=tiny_loss_net())
+    ck = torch.load(out / "ckpt.pt", weights_only=True)        # written at step 0, before any optimiser step
+    want = load_model(init_file).state_dict()                 # fp32, unused keys filled back
+    assert ck["step"] == 0 and ck["opt"]["state"] == {} and ck["model"].keys() == want.keys()
+    for k, v in ck["model"].items():
+        assert v.dtype == want[k].dtype and torch.equal(v, want[k]), k
+    info = {"path": str(init_file.resolve()), "sha256": weights_id(init_file)}
+    start = events[0]
+    assert start["event"] == "start" and start["step"] == 0 and start["init_weights"] == info
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["init_weights"] == info
+    assert ck["init_weights"] == info
+    assert json.loads(load_weights(out / "model.safetensors")[2]["extra"])["init_weights"] == info
+
+    # without it, the same seed gives a different (fresh) init
+    train(_cfg(folders, tmp_path / "fresh", steps=0, ckpt_every=0), loss_net=tiny_loss_net())
+    fresh = torch.load(tmp_path / "fresh" / "ckpt.pt", weights_only=True)["model"]
+    assert not all(torch.equal(fresh[k], want[k]) for k in want)
+
+
+def test_init_weights_errors(folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import mambast_cli.model.weights as W
+
+    from mambast_cli.cli import build_app
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    base = ["train", "--content", str(folders[0]), "--style", str(folders[1]), "--out", str(tmp_path / "run"),
+            "--config", "tiny", "--device", "cpu", "--workers", "0", "--steps", "1"]
+    for path, msg in ((tmp_path / "missing.safetensors", "weights file not found"),
+                      (bad, "not a readable safetensors file")):
+        r = CliRunner().invoke(build_app(), base + ["--init-weights", str(path)])
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 3 and len(lines) == 1 and lines[0].startswith("error: --init-weights "), r.stderr
+        assert msg in lines[0]
+    # "default" is the bundled file; here a stand-in made for another config than the run's (tiny)
+    other = tmp_path / "other.safetensors"
+    save_weights(other, MambaST(MambaSTConfig(**{**tiny_config().to_dict(), "d_model": 24, "cnn_widths": (8, 8, 8)})),
+                 source="test")
+    monkeypatch.setattr(W, "default_weights_path", lambda: other)
+    with pytest.raises(WeightsError, match="another model config"):
+        train(_cfg(folders, tmp_path / "run2", init_weights="default"), loss_net=tiny_loss_net())
+    monkeypatch.setattr(W, "default_weights_path", lambda: None)
+    with pytest.raises(WeightsError, match="no trained weights are bundled"):
+        train(_cfg(folders, tmp_path / "run2", init_weights="default"), loss_net=tiny_loss_net())
+    r = CliRunner().invoke(build_app(), base + ["--lr-schedule", "time"])
+    assert r.exit_code == 2 and "needs --time-limit" in r.stderr
+
+
+def test_resume_beats_init_weights(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_cfg(folders, out, steps=2), loss_net=tiny_loss_net())
+    events: list[dict] = []
+    missing = str(tmp_path / "never-read.safetensors")      # not even opened: the checkpoint wins
+    train(_cfg(folders, out, steps=3, resume=True, init_weights=missing), on_event=events.append,
+          loss_net=tiny_loss_net())
+    assert events[0] == {"event": "resume", "step": 2, "path": str(out / "ckpt.pt")}
+    assert events[1]["event"] == "note" and "ignored" in events[1]["text"] and missing in events[1]["text"]
+    assert events[2]["event"] == "start" and events[2]["step"] == 2 and events[2]["init_weights"] is None
+    assert [e["step"] for e in events if e["event"] == "log"] == [3]

@@ -38,6 +38,8 @@ class _Renderer:
             self._line(f"training on {e['device']} x{e['world']}: {e['params']:,} params, "
                        f"{e['train_content']}+{e['train_style']} train / {e['val_content']}+{e['val_style']} held-out "
                        f"images, steps {e['step']}→{e['steps']}")
+            if e.get("init_weights"):
+                self._line(f"initialised from {e['init_weights']['path']} (sha256 {e['init_weights']['sha256'][:16]})")
             if self.tty:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -61,6 +63,8 @@ class _Renderer:
             self._line(f"{kind} @ {e['step']}: {e['path']}")
         elif kind == "resume":
             self._line(f"resumed from {e['path']} at step {e['step']}" if e["path"] else "no checkpoint: starting fresh")
+        elif kind == "note":
+            self._line(e["text"])
         elif kind == "export":
             self._line("exported " + ", ".join(e["files"]))
         elif kind == "done":
@@ -102,6 +106,8 @@ def train_command(
     config: Annotated[str, typer.Option(help="Model size: default (official) or tiny (tests).")] = "default",
     warmup: Annotated[Optional[int], typer.Option(help="Warm-up steps for --recipe ours (default min(500, steps/20)).")] = None,
     min_lr_frac: Annotated[float, typer.Option(help="Cosine floor as a fraction of --lr (recipe ours).")] = 0.1,
+    lr_schedule: Annotated[str, typer.Option(help="Cosine decay over 'steps', or 'time': over the larger of step and wall-time progress, so a run stopped by --time-limit ends at the floor (recipe ours; needs --time-limit).")] = "steps",
+    init_weights: Annotated[Optional[str], typer.Option(help="Start from this mambast weights file ('default' = the bundled weights) instead of a fresh init; optimiser and LR schedule start at step 0. Ignored when --resume finds a checkpoint.")] = None,
     grad_clip: Annotated[float, typer.Option(help="Gradient-norm clip for recipe ours (0 = off).")] = 1.0,
     content_weight: Annotated[float, typer.Option(help="Weight of the content loss (paper 7).")] = 7.0,
     style_weight: Annotated[float, typer.Option(help="Weight of the style loss (paper 10).")] = 10.0,
@@ -134,7 +140,8 @@ def train_command(
             loss_net=loss_net, seed=seed, resume=resume, time_limit=time_limit, val_frac=val_frac,
             sample_every=sample_every, val_every=val_every, ckpt_every=ckpt_every, log_every=log_every,
             export_shards=export_shards, device=device, workers=workers, model_config=config, warmup=warmup,
-            min_lr_frac=min_lr_frac, grad_clip=grad_clip, fuse_passes=fuse_passes, crop=crop, scale_max=scale_max,
+            min_lr_frac=min_lr_frac, lr_schedule=lr_schedule, init_weights=init_weights, grad_clip=grad_clip,
+            fuse_passes=fuse_passes, crop=crop, scale_max=scale_max,
             loss=LossConfig(content_taps=taps(content_taps), style_taps=taps(style_taps),
                             content_weight=content_weight, style_weight=style_weight, id1_weight=id1_weight,
                             id2_weight=id2_weight, color_weight=color_weight),

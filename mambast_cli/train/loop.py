@@ -11,6 +11,11 @@ Recipes:
   `min_lr_frac`·lr, gradient clipping at `grad_clip`.
 Both: batch 8 per GPU at 256², DropPath 0.1 in the decoder (model.train()), fresh permutations for each pass.
 
+Fine-tuning: `init_weights` starts the run from a mambast weights file (or "default", the bundled one) instead of a
+fresh init; optimiser, step counter and LR schedule still start at step 0, and a resumed checkpoint wins over it.
+LR schedule "time" (recipe ours, needs `time_limit`): the cosine decay follows the larger of step progress and
+wall-time progress, so a run that its time limit stops still ends its decay at the floor (see `time_progress`).
+
 Multi-GPU: launched by torchrun (RANK / WORLD_SIZE / LOCAL_RANK). Parameters are broadcast from rank 0 once; after
 each backward the gradients are averaged with one flat all-reduce (robust to the model's dead parameters and to
 the three forward passes; the cost is one 108 MB all-reduce per step). Each rank draws its own data shard and
@@ -33,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mambast_cli.errors import DeviceError, OutputError, UsageError
+from mambast_cli.errors import DeviceError, OutputError, UsageError, WeightsError
 from mambast_cli.model import MambaST, MambaSTConfig, StyleBlockTensors, StyleState, tiny_config
 from mambast_cli.train.data import CropDataset, StyleAug, center_crop_tensor, infinite_loader, list_images, split_holdout
 from mambast_cli.train.losses import LossConfig, StyleLosses, color_transfer
@@ -55,6 +60,10 @@ class TrainConfig:
         fuse_passes: run the three passes as one batch of 3B (each pass still gets its own permutations).
         log_every: steps between host syncs (loss read-out, stop decision).
         val_pairs: how many held-out (content, style) pairs validation uses (sample sheets use the first 4).
+        init_weights: a mambast weights file (or "default": the bundled one) to start from instead of a fresh init;
+            ignored when `resume` finds a checkpoint.
+        lr_schedule: "steps" (cosine decay over `steps`) or "time" (decay over the larger of step progress and
+            wall-time progress against `time_limit`; recipe ours only).
     """
 
     content: Path
@@ -86,6 +95,8 @@ class TrainConfig:
     fuse_passes: bool = True
     channels_last: bool = False
     val_pairs: int = 32
+    init_weights: str | None = None
+    lr_schedule: str = "steps"
     loss: LossConfig = field(default_factory=LossConfig)
     aug: StyleAug = field(default_factory=StyleAug)
 
@@ -157,15 +168,107 @@ def build_model(name: str) -> MambaST:
     raise UsageError(f"unknown model config {name!r}; use default or tiny")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for a step (0-based): constant for "paper", warm-up + cosine for "ours"."""
+def check_options(cfg: TrainConfig) -> None:
+    """Refuse bad option values and combinations (UsageError) before anything is created or loaded."""
+    if cfg.recipe not in ("ours", "paper"):
+        raise UsageError(f"unknown recipe {cfg.recipe!r}; use ours or paper")
+    if cfg.lr_schedule not in ("steps", "time"):
+        raise UsageError(f"unknown LR schedule {cfg.lr_schedule!r}; use steps or time")
+    if cfg.lr_schedule == "time":
+        if not cfg.time_limit:
+            raise UsageError("--lr-schedule time needs --time-limit (the decay is planned over the time limit)")
+        if cfg.recipe != "ours":
+            raise UsageError("--lr-schedule time applies to --recipe ours only (recipe paper keeps a constant LR)")
+
+
+def warmup_steps(cfg: TrainConfig) -> int:
+    """Warm-up steps of recipe "ours": `cfg.warmup`, or min(500, steps // 20) when unset."""
+    return cfg.warmup if cfg.warmup is not None else min(500, cfg.steps // 20)
+
+
+def time_progress(elapsed_s: float, budget_s: float, start: float = 0.0) -> float:
+    """Wall-time progress of the cosine decay (LR schedule "time"), in [0, 1].
+
+    Args:
+        elapsed_s: seconds this run has been going (the loop passes the time at the end of the coming log window).
+        budget_s: seconds the decay is planned over: the time limit less the loop's reserve for the final checkpoint
+            and export, so that progress reaches 1 when the time limit stops the loop (≤ 0: already done).
+        start: the decay progress a resumed run had reached; the rest of the decay is spread over this budget.
+    Returns:
+        start + (1 - start) · elapsed_s / budget_s, capped at 1.
+    """
+    if budget_s <= 0:
+        return 1.0
+    return min(1.0, start + (1.0 - start) * max(0.0, elapsed_s) / budget_s)
+
+
+def decay_progress(step: int, cfg: TrainConfig, t_progress: float = 0.0) -> float:
+    """How far the cosine decay of recipe "ours" has gone at a step (0-based), in [0, 1].
+
+    Step progress (step - warm-up) / (steps - warm-up), or `t_progress` (from `time_progress`) when that is larger.
+    Warm-up is always step-based; `t_progress` is 0 under LR schedule "steps".
+    """
+    warm = warmup_steps(cfg)
+    return min(1.0, max(0.0, (step - warm) / max(1, cfg.steps - warm), t_progress))
+
+
+def lr_at(step: int, cfg: TrainConfig, t_progress: float = 0.0) -> float:
+    """Learning rate for a step (0-based): constant for "paper", warm-up + cosine for "ours".
+
+    Args:
+        step: the optimiser step about to run. cfg: lr, steps, warmup, min_lr_frac, recipe.
+        t_progress: wall-time progress of the decay (`time_progress`; LR schedule "time"), 0 for "steps".
+    """
     if cfg.recipe == "paper":
         return cfg.lr
-    warm = cfg.warmup if cfg.warmup is not None else min(500, cfg.steps // 20)
+    warm = warmup_steps(cfg)
     if step < warm:
         return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, cfg.steps - warm)
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    t = decay_progress(step, cfg, t_progress)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def resolve_init_weights(spec: str) -> Path:
+    """The file an `--init-weights` value names: "default" is the bundled weights file (as `mambast stylize` loads)."""
+    from mambast_cli.model.weights import default_weights_path
+
+    if spec == "default":
+        path = default_weights_path()
+        if path is None:
+            raise WeightsError("--init-weights default: no trained weights are bundled with this build",
+                               hint="pass a weights file: --init-weights PATH")
+        return path
+    return Path(spec).expanduser()
+
+
+def load_init_weights(model: MambaST, spec: str) -> dict[str, str]:
+    """Overwrite `model`'s parameters (in place, in its dtype) with those of a mambast weights file.
+
+    Uses `load_model`, so the format and sha256 checks and the refill of the keys a file may leave out apply; bf16
+    weights are widened. Every rank of a torchrun job loads the same file, hence the same values.
+
+    Args:
+        model: a freshly built model (its config must match the file's, DropPath rate aside).
+        spec: a path, or "default" (`resolve_init_weights`).
+    Returns:
+        {"path": absolute path, "sha256": the file's verified tensor hash}.
+    Raises:
+        WeightsError: missing, unreadable, corrupt or not a mambast weights file, or made for another model config.
+    """
+    from mambast_cli.model.weights import load_model, weights_id
+
+    path = resolve_init_weights(spec)
+    try:
+        src = load_model(path)
+    except WeightsError as e:
+        raise WeightsError(f"--init-weights {e}", hint=e.hint) from e
+    want, got = model.cfg.to_dict(), src.cfg.to_dict()
+    diff = [f"{k} {got[k]}≠{want[k]}" for k in want if k != "drop_path" and got.get(k) != want[k]]
+    if diff:
+        raise WeightsError(f"--init-weights {path}: made for another model config ({', '.join(diff[:3])})",
+                           hint="pick the matching --config (default or tiny)")
+    model.load_state_dict(src.state_dict(), strict=True)
+    return {"path": str(path.resolve()), "sha256": weights_id(path)}
 
 
 def _seed_for(*parts: int) -> int:
@@ -333,14 +436,17 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
         off += n
 
 
-def export_weights(model: MambaST, cfg: TrainConfig, step: int, val: dict[str, Any] | None) -> list[Path]:
-    """Write RUN_DIR/model.safetensors in bf16 (and RUN_DIR/shards/ when asked). Returns the files written."""
+def export_weights(model: MambaST, cfg: TrainConfig, step: int, val: dict[str, Any] | None,
+                   init: dict[str, str] | None = None) -> list[Path]:
+    """Write RUN_DIR/model.safetensors in bf16 (and RUN_DIR/shards/ when asked). Returns the files written.
+
+    `init` ({"path", "sha256"} of the weights the run started from, or None) goes into the metadata's extra."""
     from mambast_cli.model.weights import save_weights
     from mambast_cli.train.shards import split_weights
 
     path = cfg.out / "model.safetensors"
-    extra = {"train_step": step, "recipe": cfg.recipe, "loss_net": cfg.loss_net, "loss": cfg.loss.to_dict(),
-             "val": val or {}}
+    extra = {"train_step": step, "recipe": cfg.recipe, "lr_schedule": cfg.lr_schedule, "loss_net": cfg.loss_net,
+             "loss": cfg.loss.to_dict(), "init_weights": init, "val": val or {}}
     save_weights(path, model, source=f"mambast train ({cfg.recipe}, {step} steps)", extra=extra, dtype=torch.bfloat16)
     files = [path]
     if cfg.export_shards:
@@ -353,11 +459,13 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
 
     Args:
         cfg: the run's configuration.
-        on_event: called on rank 0 with dicts: {"event": "start"|"log"|"val"|"sample"|"ckpt"|"export"|"done", ...}.
+        on_event: called on rank 0 with dicts: {"event": "start"|"log"|"val"|"sample"|"ckpt"|"export"|"done", ...};
+            also "resume" and "note" (e.g. init weights ignored because a checkpoint was resumed).
         loss_net: a ready loss network (tests pass a small one); default: `load_loss_net(cfg.loss_net)`.
     Returns:
         The exported RUN_DIR/model.safetensors (on every rank).
     """
+    check_options(cfg)
     dist, dev = setup_dist(cfg.device)
     emit = (on_event or (lambda e: None)) if dist.main else (lambda e: None)
     t_start = time.time()
@@ -368,8 +476,6 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
             (out / "samples").mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot create run folder {out}: {e}") from e
-    if cfg.recipe not in ("ours", "paper"):
-        raise UsageError(f"unknown recipe {cfg.recipe!r}; use ours or paper")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -385,7 +491,12 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     # model, losses, optimiser --------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model_config)
-    model.reset_parameters(official=cfg.recipe == "paper")
+    resuming = cfg.resume and ckpt_path.is_file()
+    init: dict[str, str] | None = None          # {"path", "sha256"} of the weights the run started from
+    if cfg.init_weights and not resuming:
+        init = load_init_weights(model, cfg.init_weights)
+    else:
+        model.reset_parameters(official=cfg.recipe == "paper")
     model.to(dev)
     if cfg.channels_last:
         model.cnn.to(memory_format=torch.channels_last)
@@ -394,14 +505,19 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, fused=dev.type == "cuda")
     step = 0
-    if cfg.resume and ckpt_path.is_file():
+    start_progress = 0.0                        # decay progress at the start of this run (see time_progress)
+    if resuming:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = int(ck["step"])
+        init = ck.get("init_weights")
+        start_progress = float(ck.get("lr_progress", decay_progress(step, cfg)))
         if dist.world == 1 and "rng" in ck:
             _set_rng_state(ck["rng"])
         emit({"event": "resume", "step": step, "path": str(ckpt_path)})
+        if cfg.init_weights:
+            emit({"event": "note", "text": f"--init-weights {cfg.init_weights} ignored: resumed from {ckpt_path}"})
     elif cfg.resume:
         emit({"event": "resume", "step": 0, "path": None})
     if dist.world > 1:
@@ -431,7 +547,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     start_info = {"event": "start", "step": step, "steps": cfg.steps, "world": dist.world, "device": str(dev),
                   "params": n_params, "train_content": len(c_train), "train_style": len(s_train),
                   "val_content": len(c_val), "val_style": len(s_val), "config": cfg.to_dict(),
-                  "loss": losses.cfg.to_dict(), "time": time.time()}
+                  "loss": losses.cfg.to_dict(), "init_weights": init, "time": time.time()}
     log(start_info)
     emit(start_info)
 
@@ -439,10 +555,11 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
         if not dist.main:
             return
         _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
-                            "config": cfg.to_dict(), "model_config": model.cfg.to_dict()}, ckpt_path)
+                            "config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "init_weights": init,
+                            "lr_progress": decay_progress(step, cfg, t_progress)}, ckpt_path)
         emit({"event": "ckpt", "step": step, "path": str(ckpt_path)})
         if cfg.export_shards:  # a small bf16 copy at every checkpoint, so a lost machine never loses the run
-            export_weights(model, cfg, step, None)
+            export_weights(model, cfg, step, None, init)
 
     def validate() -> dict[str, Any] | None:
         if validator is None or validator.empty:
@@ -456,6 +573,11 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     # time limit: stop when the next log window plus the final checkpoint/export might not fit
     limit_s = cfg.time_limit * 60 if cfg.time_limit else None
     reserve_s = 60.0 + (0.02 * limit_s if limit_s else 0.0)
+    # LR schedule "time": wall-time progress of the decay, updated at each log point from the slowest rank's clock
+    # (so every rank uses the same LR) and planned to reach 1 where the time limit stops the loop
+    use_time = cfg.lr_schedule == "time" and limit_s is not None
+    budget_s = (limit_s or 0.0) - reserve_s
+    t_progress = time_progress(0.0, budget_s, start_progress) if use_time else 0.0
     acc: dict[str, torch.Tensor] = {}
     t_win, n_win = time.time(), 0
     last_val: dict[str, Any] | None = None
@@ -463,7 +585,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     while step < cfg.steps and not stop:
         c = next(c_it).to(dev, non_blocking=True)
         s = next(s_it).to(dev, non_blocking=True)
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg, t_progress)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         gens = [torch.Generator().manual_seed(_seed_for(cfg.seed, dist.rank, step, k)) for k in range(3)]
@@ -485,23 +607,27 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
 
         if step % cfg.log_every == 0 or step == cfg.steps:
             keys = sorted(acc)
-            vec = torch.stack([acc[k] for k in keys] + [torch.zeros((), device=dev)]) / n_win
+            # the mean losses, then two control slots reduced with MAX: [stop?, seconds at the end of the next window]
+            vec = torch.stack([acc[k] for k in keys] + [torch.zeros((), device=dev)] * 2) / n_win
             if limit_s is not None:
-                elapsed = time.time() - t_start
                 per_step = (time.time() - t_win) / n_win
-                vec[-1] = float(elapsed + per_step * cfg.log_every + reserve_s > limit_s)
+                ahead_s = time.time() - t_start + per_step * cfg.log_every
+                vec[-2] = float(ahead_s + reserve_s > limit_s)
+                vec[-1] = ahead_s
             if dist.world > 1:
-                flag = vec[-1:].clone()
+                ctrl = vec[-2:].clone()
                 torch.distributed.all_reduce(vec)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                torch.distributed.all_reduce(ctrl, op=torch.distributed.ReduceOp.MAX)
                 vec = vec / dist.world
-                vec[-1] = flag[0]
+                vec[-2:] = ctrl
             vals = vec.tolist()
-            stop = vals[-1] > 0
+            stop = vals[-2] > 0
+            if use_time:
+                t_progress = time_progress(vals[-1], budget_s, start_progress)
             dt = time.time() - t_win
             rec = {"event": "log", "step": step, "steps": cfg.steps, "lr": lr, "it_s": n_win / dt,
                    "img_s": n_win * cfg.batch_size * dist.world / dt, "elapsed_s": time.time() - t_start,
-                   **{k: v for k, v in zip(keys, vals[:-1])}}
+                   **{k: v for k, v in zip(keys, vals[:-2])}}
             if dev.type == "cuda":
                 rec["mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
             log(rec)
@@ -532,7 +658,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
                 emit({"event": "sample", "step": step, "path": str(p)})
         if cfg.ckpt_every <= 0 or step % cfg.ckpt_every != 0:
             save_ckpt()
-        files = export_weights(model, cfg, step, last_val)
+        files = export_weights(model, cfg, step, last_val, init)
         emit({"event": "export", "step": step, "files": [str(f) for f in files]})
         rec = {"event": "done", "step": step, "reason": reason, "elapsed_s": time.time() - t_start}
         log(rec)
