@@ -195,8 +195,8 @@ def row_fwd_v2(name, S, G, h, w, dtype, gen, layout="cl", config=None):
 
 
 def row_train_v2(name, S, h, w, dtype, gen, bwd_config=None, bwd="v1"):
-    """v2 training: channel-last fwd with checkpoints, bwd, and autograd fwd+bwd (layout='cl'). bwd='v2': the
-    sequential backward (cross_scan_bwd_seq_cl; MAMBAST_SCAN_BWD=v2 for the autograd row), bwd_config = (BD, warps)."""
+    """v2 training: channel-last fwd with checkpoints, bwd, and autograd fwd+bwd (layout='cl'). bwd='v1': v1's chunked
+    backward, bwd_config = (BD, NL, warps); bwd='v3': the sequential one (cross_scan_bwd_seq3_cl), (BD, warps[, maxnreg])."""
     old_bwd = os.environ.get("MAMBAST_SCAN_BWD")
     os.environ["MAMBAST_SCAN_BWD"] = bwd
     try:
@@ -215,7 +215,7 @@ def _row_train_v2(name, S, h, w, dtype, gen, bwd_config, bwd):
     xs = [xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()] + xs[2:]
     y, hck, cfg = cs2.cross_scan_fwd_cl(*xs, h, w, save_states=True)
     dy = torch.randn_like(y)
-    bwd_fn = cs2.cross_scan_bwd_seq_cl if bwd == "v2" else cs2.cross_scan_bwd_cl
+    bwd_fn = {"v1": cs2.cross_scan_bwd_cl, "v3": cs2.cross_scan_bwd_seq3_cl}[bwd]
     bwd_fn(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config)
     ms_f = bench(lambda: cs2.cross_scan_fwd_cl(*xs, h, w, save_states=True, config=cfg))
     ms_b = bench(lambda: bwd_fn(*xs, dy, hck, h, w, cs2.TRAIN_BT, bwd_config))
@@ -228,9 +228,9 @@ def _row_train_v2(name, S, h, w, dtype, gen, bwd_config, bwd):
     ms_fb = bench(fb)
     nbytes = fwd_bytes(S, G, L, es) * 2 + hck.numel() * 4
     ops = S * K * DI * N * L * 16
-    if bwd_config is None and bwd == "v2" and DEV == "cuda":
+    if bwd_config is None and bwd == "v3" and DEV == "cuda":
         bwd_config = cs._TUNE_CACHE.get(
-            f"v2seqbwd|S{S}|Di{DI}|L{L}|G{G}|N{N}|BT{cs2.TRAIN_BT}|{dtype}|{dtype}|{torch.cuda.get_device_name()}")
+            f"{bwd}seqbwd|S{S}|Di{DI}|L{L}|G{G}|N{N}|BT{cs2.TRAIN_BT}|{dtype}|{dtype}|{torch.cuda.get_device_name()}")
     return dict(name=name, S=S, G=G, h=h, w=w, L=L, dtype=str(dtype).replace("torch.", ""), config=list(cfg),
                 bwd=bwd, bwd_config=bwd_config, ms=ms_b, fwd_train_ms=ms_f, fwd_infer_ms=ms_inf, fwd_bwd_autograd_ms=ms_fb,
                 bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
@@ -249,6 +249,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-sweep", action="store_true", help="skip the per-config sweeps")
     ap.add_argument("--v1-all", action="store_true", help="all v1 rows and sweeps (default: v1 on the key rows only)")
+    ap.add_argument("--only", default=None, help="regex: run only the rows whose name matches (the ceiling row always runs)")
     args = ap.parse_args()
     gen = torch.Generator(device=DEV)
     gen.manual_seed(1234)
@@ -267,19 +268,24 @@ def main():
     ]
     v2 += [(f"v2 sweep fwd {c}", row_fwd_v2, dict(S=24, G=1, h=32, w=32, dtype=bf16, config=c))
            for c in cs2.FWD_CONFIGS]
+    v2 += [(f"v2 sweep enc512 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=64, w=64, dtype=bf16, config=c))
+           for c in cs2.FWD_CONFIGS]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
            for c in cs2.BWD_CONFIGS]
-    # sequential backward (MAMBAST_SCAN_BWD=v2): tuned pick, then each (BD, warps)
-    v2 += [("v2seq train 256 S24 bf16", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd="v2")),
-           ("v2seq train 256 S8 fp32", row_train_v2, dict(S=8, h=32, w=32, dtype=f32, bwd="v2"))]
-    v2 += [(f"v2seq sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c, bwd="v2"))
-           for c in cs2.SEQ_BWD_CONFIGS]
+    # v3 sequential backward (MAMBAST_SCAN_BWD=v3): tuned pick, then each (BD, warps)
+    v2 += [("v3seq train 256 S24 bf16", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd="v3")),
+           ("v3seq train 256 S8 fp32", row_train_v2, dict(S=8, h=32, w=32, dtype=f32, bwd="v3"))]
+    v2 += [(f"v3seq sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c, bwd="v3"))
+           for c in cs2.SEQ_BWD3_CONFIGS]
     v1_key = [
         ("v1 enc 512 B8 bf16", row_fwd, dict(S=8, G=1, h=64, w=64, dtype=bf16)),
         ("v1 train 256 S8 fp32", row_train, dict(S=8, h=32, w=32, dtype=f32)),
         ("v1 dec 512 G8 bf16", row_fwd, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
     ]
     jobs = [("ceiling", row_copy_ceiling, {})] + v2 + v1_key
+    if args.only:
+        import re
+        jobs = jobs[:1] + [j for j in jobs[1:] if re.search(args.only, j[0])]
     if args.v1_all:
         jobs += _v1_jobs(args, bf16, f32)
     return _run(jobs, args, gen)

@@ -117,7 +117,7 @@ def row_forward(S, G, h, w, dtype, gen, config=None, impl="v2"):
 
 
 def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2", bwd="v1"):
-    """bwd='v2': the sequential backward (MAMBAST_SCAN_BWD=v2, read at backward time); bwd_config is then (BD, warps)."""
+    """bwd='v3': the sequential backward (default), 'v1': v1's chunked one (MAMBAST_SCAN_BWD, read at backward time)."""
     Di, N = DI, NS
     xs = make_inputs(S, Di, N, G, h, w, gen)
     xt = [x.clone().requires_grad_() for x in xs]
@@ -143,7 +143,7 @@ def row_backward(S, G, h, w, gen, config=None, bwd_config=None, impl="v2", bwd="
     errs = {f"d{n}": rel(a, b) for n, a, b in zip(names, g1, g64)}
     finite = all(bool(torch.isfinite(g).all()) for g in g1)
     worst = max(errs.values())
-    return dict(kind=f"{impl}b" + ("s" if bwd == "v2" else ""), S=S, G=G, h=h, w=w, dtype="float32", config=config, bwd_config=bwd_config,
+    return dict(kind=f"{impl}b" + {"v1": "", "v3": "3"}[bwd], S=S, G=G, h=h, w=w, dtype="float32", config=config, bwd_config=bwd_config,
                 rel_err=worst, grads=errs, y_rel_err=rel(y, y64), finite=finite, deterministic=det, tol=1e-5,
                 ok=finite and det and worst < 1e-5)
 
@@ -166,9 +166,10 @@ def main():
                  ("fwd", dict(S=2, G=1, h=32, w=48, dtype=torch.float32)),
                  ("bwd", dict(S=2, G=1, h=32, w=32)),
                  ("bwd", dict(S=1, G=2, h=16, w=24)),
-                 # the sequential backward (MAMBAST_SCAN_BWD=v2; not yet validated on a GPU)
-                 ("bwd", dict(S=2, G=1, h=32, w=32, bwd="v2")),
-                 ("bwd", dict(S=1, G=2, h=16, w=24, bwd="v2"))]
+                 # the sequential backward (default; the two rows above are v1's chunked backward)
+                 ("bwd", dict(S=2, G=1, h=32, w=32, bwd="v3")),
+                 ("bwd", dict(S=1, G=2, h=16, w=24, bwd="v3")),
+                 ("bwd", dict(S=2, G=1, h=24, w=40, bwd="v3"))]
     else:
         grids = [(32, 32), (64, 64), (128, 128), (64, 96)]
         for (h, w) in grids:
@@ -182,12 +183,12 @@ def main():
             jobs.append(("fwd", dict(S=1, G=2, h=64, w=96, dtype=torch.float32, config=cfg)))
         for bcfg in cs2.BWD_CONFIGS:
             jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg)))
-        # the sequential backward (MAMBAST_SCAN_BWD=v2): default config on the bwd shapes above, then every config
+        # the sequential backward (default): tuned config on the bwd shapes above, then every config
         for (h, w) in [(32, 32), (64, 64), (24, 40)]:
-            jobs.append(("bwd", dict(S=2, G=1, h=h, w=w, bwd="v2")))
-        jobs.append(("bwd", dict(S=1, G=2, h=32, w=32, bwd="v2")))
-        for bcfg in cs2.SEQ_BWD_CONFIGS:
-            jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg, bwd="v2")))
+            jobs.append(("bwd", dict(S=2, G=1, h=h, w=w, bwd="v3")))
+        jobs.append(("bwd", dict(S=1, G=2, h=32, w=32, bwd="v3")))
+        for bcfg in cs2.SEQ_BWD3_CONFIGS:
+            jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg, bwd="v3")))
         # v1 (the fallback, MAMBAST_SCAN_IMPL=v1) on the key rows
         jobs.append(("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16, impl="v1")))
         jobs.append(("fwd", dict(S=1, G=8, h=64, w=96, dtype=torch.float32, impl="v1")))

@@ -208,175 +208,173 @@ def cross_scan_bwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# v2 backward (MAMBAST_SCAN_BWD=v2): sequential in t, (BD, N) state tile in registers, like the v2 forward
+# Backward (default; MAMBAST_SCAN_BWD=v1 selects v1's chunked kernel instead): sequential in t, like the forward.
+# Per-channel quantities are (BD, 1) tensors and per-state ones (1, N) (never 1-D vectors that need a layout
+# conversion to broadcast), every 2-D access is channel-contiguous (checkpoints (.., N, Di), the scratch slab
+# (.., N, BD), A read transposed (N, K*Di), dA written transposed), and B_t / C_t rows are loaded once per step.
+# dt is not stored: sigmoid(x) = 1 - exp(-softplus(x)) gives the softplus derivative from dt itself.
 # ----------------------------------------------------------------------------------------------------------------
-@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "n_dblk", "bt"])
-def _seq_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, hck_ptr, scr_ptr,
-                    du_ptr, ddl_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, db_ptr,
-                    Di, L, H, W, G, n_chunks, n_dblk, bt,
-                    N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
-    # One program per (channel block, direction k, recurrence s). Walks its direction's chunks of BT steps from the
-    # last to the first. Per chunk: (1) recompute the BT forward states from the forward's checkpoint, writing the
-    # state *before* each step (h_{t-1}) to a per-program scratch slab (each thread reads back what it wrote; a
-    # barrier separates the passes anyway); (2) walk the chunk backwards in t with the adjoint state gh (BD, N):
-    #     gh_t = a_{t+1} * gh_{t+1} + sum_g dy_g,t C_g,t          (a_{t+1} carried from the previous step)
-    # and emit per step: du, ddelta (through the softplus), and the channel-block partials of dB_t and dC_g,t;
-    # dA, dD, dbias accumulate in registers. All cross-program sums happen afterwards in a fixed order.
+@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "n_dblk"])
+def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, hck_ptr, scr_ptr,
+                     du_ptr, ddl_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, db_ptr,
+                     Di, L, H, W, G, n_chunks, n_dblk,
+                     N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
+    # One program per (channel block, direction k, recurrence s) walks its direction's chunks of BT steps from the
+    # last to the first. Per chunk: (1) from the forward's checkpoint, recompute the chunk's states and write the
+    # state *before* each step (h_{t-1}) to a per-program scratch slab (each thread reads back what it wrote);
+    # (2) walk the chunk backwards with the adjoint state gh = dL/dh_t (BD, N):
+    #     gh_t = a_{t+1} * gh_{t+1} + sum_g dy_g,t C_g,t           (a_{t+1} carried from the previous step)
+    # emitting per step du, ddelta (through the softplus) and this channel block's partials of dB_t and dC_g,t;
+    # dA, dD and dbias accumulate in registers. Cross-program sums happen afterwards in a fixed order.
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
     s = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
+    offs_d = (pid_d * BD + tl.arange(0, BD))[:, None]
     mask_d = offs_d < Di
-    offs_n = tl.arange(0, N)
+    offs_n = tl.arange(0, N)[None, :]
     c = k * Di + offs_d
-    A_off = c[:, None] * N + offs_n[None, :]                                      # (BD, N)
-    A2 = tl.load(A_ptr + A_off, mask=mask_d[:, None], other=0.0).to(tl.float32) * 1.4426950408889634
-    An = A2 * 0.6931471805599453                                                  # natural-log A
+    # (BD, N) tiles use d-contiguous addressing everywhere (checkpoints (.., N, Di), scratch (.., N, BD)) so that
+    # one register layout (channels fastest) serves every 2-D load and store.
+    A2 = tl.load(A_ptr + offs_n * (4 * Di) + c, mask=mask_d, other=0.0).to(tl.float32) * 1.4426950408889634
     Dv = tl.load(D_ptr + c, mask=mask_d, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + c, mask=mask_d, other=0.0).to(tl.float32)
 
     LD = tl.cast(Di, tl.int64) * L
-    u_base = u_ptr + s * LD                                   # u: (S, L, Di)
-    dl_base = dl_ptr + (s * 4 + k) * LD                       # delta: (S, K, L, Di)
-    B_base = B_ptr + (s * 4 + k) * N * L                      # B: (S, K, L, N)   (wrapper transposes; tiny)
+    u_base = u_ptr + s * LD
+    dl_base = dl_ptr + (s * 4 + k) * LD
+    B_base = B_ptr + (s * 4 + k) * N * L                      # B: (S, K, L, N)
     C_base = C_ptr + (s * G * 4 + k) * N * L                  # C: (S, G, K, L, N)
     dy_base = dy_ptr + s * G * LD                             # dy: (S, G, L, Di)
     hck_base = hck_ptr + (s * 4 + k) * n_chunks * N * Di      # checkpoints: (S, K, n_chunks, N, Di)
     prog = (s * 4 + k) * n_dblk + pid_d
-    scr_base = scr_ptr + prog * BT * BD * N                   # scratch: (programs, BT, BD, N)
-    du_base = du_ptr + (s * 4 + k) * LD                       # du slots: (S, K, L, Di)
-    ddl_base = ddl_ptr + (s * 4 + k) * LD                     # ddelta: (S, K, L, Di)
-    dB_base = dB_ptr + prog * L * N                           # dB partials: (S, K, n_dblk, L, N)
-    dC_base = dC_ptr + ((s * G * 4 + k) * n_dblk + pid_d) * L * N   # dC partials: (S, G, K, n_dblk, L, N)
+    scr_base = scr_ptr + prog * BT * N * BD                   # scratch states: (programs, BT, N, BD)
+    du_base = du_ptr + (s * 4 + k) * LD
+    ddl_base = ddl_ptr + (s * 4 + k) * LD
+    dB_base = dB_ptr + prog * L * N                           # (S, K, n_dblk, L, N)
+    dC_base = dC_ptr + ((s * G * 4 + k) * n_dblk + pid_d) * L * N
     stride_cg = 4 * N * L
     stride_dcg = 4 * n_dblk * L * N
-    hck_off = offs_n[None, :] * Di + offs_d[:, None]          # (BD, N)
-    scr_off = tl.arange(0, BD)[:, None] * N + offs_n[None, :]  # (BD, N), N contiguous (vector st/ld)
+    hck_off = offs_n * Di + offs_d
+    scr_off = offs_n * BD + tl.arange(0, BD)[:, None]
     rev = k >= 2
     col = (k % 2) == 1
 
-    gh = tl.zeros((BD, N), dtype=tl.float32)                  # dL/dh_{t+1}, carried backwards in t
-    a_nx = tl.zeros((BD, N), dtype=tl.float32)                # a_{t+1}
+    gh = tl.zeros((BD, N), dtype=tl.float32)
+    a_nx = tl.zeros((BD, N), dtype=tl.float32)
     dA_acc = tl.zeros((BD, N), dtype=tl.float32)
-    dD_acc = tl.zeros((BD,), dtype=tl.float32)
-    db_acc = tl.zeros((BD,), dtype=tl.float32)
+    dD_acc = tl.zeros((BD, 1), dtype=tl.float32)
+    db_acc = tl.zeros((BD, 1), dtype=tl.float32)
     for cj in range(n_chunks):
         ci = n_chunks - 1 - cj
         i0 = ci * BT
-        # (1) forward recompute from the checkpoint (state before step i0)
-        h = tl.load(hck_base + ci * N * Di + hck_off, mask=mask_d[:, None], other=0.0)
-        for j in range(0, bt):      # bt == BT at run time: a constant trip count lets ptxas unroll 8x -> 255 regs
-            i = i0 + j
-            p = _pos(tl.minimum(i, L - 1), L, H, W, rev, col)
-            mk = mask_d & ((offs_d * 0 + i) < L)                                   # (vector form: i may be an int)
-            mn = (offs_n * 0 + i) < L
-            u = tl.load(u_base + p * Di + offs_d, mask=mk, other=0.0).to(tl.float32)
-            dr = tl.load(dl_base + p * Di + offs_d, mask=mk, other=0.0).to(tl.float32) + bias
-            Bt = tl.load(B_base + p * N + offs_n, mask=mn, other=0.0).to(tl.float32)
-            dt = tl.where(mk, _softplus(dr), 0.0)                                  # masked steps: identity map
-            tl.store(scr_base + j * BD * N + scr_off, h)
-            a = tl.exp2(dt[:, None] * A2)
-            h = a * h + (dt * u)[:, None] * Bt[None, :]
+        nb = tl.minimum(L - i0, BT)
+        h = tl.load(hck_base + ci * N * Di + hck_off, mask=mask_d, other=0.0)
+        for j in range(0, nb):
+            p = _pos(i0 + j, L, H, W, rev, col)
+            u = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            dr = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32) + bias
+            Bt = tl.load(B_base + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
+            dt = tl.where(mask_d, _softplus(dr), 0.0)
+            tl.store(scr_base + j * N * BD + scr_off, h)
+            h = tl.exp2(dt * A2) * h + (dt * u) * Bt
         tl.debug_barrier()
-        # (2) adjoint, backwards in t
-        for jj in range(0, bt):
-            j = bt - 1 - jj
-            i = i0 + j
-            p = _pos(tl.minimum(i, L - 1), L, H, W, rev, col)
-            mk = mask_d & ((offs_d * 0 + i) < L)
-            mn = (offs_n * 0 + i) < L
-            u = tl.load(u_base + p * Di + offs_d, mask=mk, other=0.0).to(tl.float32)
-            dr = tl.load(dl_base + p * Di + offs_d, mask=mk, other=0.0).to(tl.float32) + bias
-            Bt = tl.load(B_base + p * N + offs_n, mask=mn, other=0.0).to(tl.float32)
-            hp = tl.load(scr_base + j * BD * N + scr_off)                          # h_{t-1}
-            dt = tl.where(mk, _softplus(dr), 0.0)
-            a = tl.exp2(dt[:, None] * A2)
+        for jj in range(0, nb):
+            j = nb - 1 - jj
+            p = _pos(i0 + j, L, H, W, rev, col)
+            u = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            dr = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32) + bias
+            Bt = tl.load(B_base + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
+            hp = tl.load(scr_base + j * N * BD + scr_off)
+            dt = tl.where(mask_d, _softplus(dr), 0.0)
+            a = tl.exp2(dt * A2)
             dtu = dt * u
             hpa = a * hp
-            ht = hpa + dtu[:, None] * Bt[None, :]                                  # h_t
-            e = tl.zeros((BD, N), dtype=tl.float32)
-            dys = tl.zeros((BD,), dtype=tl.float32)
-            for g in range(G):
-                dy = tl.load(dy_base + g * LD + p * Di + offs_d, mask=mk, other=0.0).to(tl.float32)
-                Cg = tl.load(C_base + g * stride_cg + p * N + offs_n, mask=mn, other=0.0).to(tl.float32)
-                e += dy[:, None] * Cg[None, :]
-                dys += dy
-                tl.store(dC_base + g * stride_dcg + p * N + offs_n, tl.sum(dy[:, None] * ht, axis=0), mask=mn)
-            gh = a_nx * gh + e                                                     # dL/dh_t
+            ht = hpa + dtu * Bt
+            dy = tl.load(dy_base + p * Di + offs_d, mask=mask_d, other=0.0)
+            C0 = tl.load(C_base + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
+            e = dy * C0
+            dys = dy
+            tl.store(dC_base + p * N + offs_n, tl.sum(dy * ht, axis=0, keep_dims=True))
+            for g in range(1, G):
+                dyg = tl.load(dy_base + g * LD + p * Di + offs_d, mask=mask_d, other=0.0)
+                Cg = tl.load(C_base + g * stride_cg + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
+                e += dyg * Cg
+                dys += dyg
+                tl.store(dC_base + g * stride_dcg + p * N + offs_n, tl.sum(dyg * ht, axis=0, keep_dims=True))
+            gh = a_nx * gh + e
             a_nx = a
             ghp = gh * hpa
-            dA_acc += dt[:, None] * ghp
-            gB = tl.sum(gh * Bt[None, :], axis=1)                                  # sum_n gh * B    (BD,)
-            ddt = tl.sum(ghp * An, axis=1) + gB * u
-            sig = 1.0 / (1.0 + tl.exp(-dr))
-            dz = tl.where(mk, tl.where(dr > 20.0, ddt, ddt * sig), 0.0)
-            tl.store(ddl_base + p * Di + offs_d, dz, mask=mk)
-            tl.store(du_base + p * Di + offs_d, gB * dt + Dv * dys, mask=mk)
-            tl.store(dB_base + p * N + offs_n, tl.sum(gh * dtu[:, None], axis=0), mask=mn)
+            dA_acc += dt * ghp
+            gB = tl.sum(gh * Bt, axis=1, keep_dims=True)
+            ddt = tl.sum(ghp * A2, axis=1, keep_dims=True) * 0.6931471805599453 + gB * u
+            sig = 1.0 - tl.exp(-dt)                      # sigmoid(dr) = 1 - exp(-softplus(dr))
+            dz = tl.where(mask_d, ddt * sig, 0.0)
+            tl.store(ddl_base + p * Di + offs_d, dz, mask=mask_d)
+            tl.store(du_base + p * Di + offs_d, gB * dt + Dv * dys, mask=mask_d)
+            tl.store(dB_base + p * N + offs_n, tl.sum(gh * dtu, axis=0, keep_dims=True))
             db_acc += dz
             dD_acc += dys * u
-        tl.debug_barrier()                                    # the next chunk overwrites the scratch slab
+        tl.debug_barrier()
     KD = 4 * Di
-    tl.store(dA_ptr + s * KD * N + A_off, dA_acc, mask=mask_d[:, None])          # (S, K*Di, N)
-    tl.store(dD_ptr + s * KD + c, dD_acc, mask=mask_d)                             # (S, K*Di)
-    tl.store(db_ptr + s * KD + c, db_acc, mask=mask_d)                             # (S, K*Di)
+    tl.store(dA_ptr + s * KD * N + offs_n * KD + c, dA_acc, mask=mask_d)
+    tl.store(dD_ptr + s * KD + c, dD_acc, mask=mask_d)
+    tl.store(db_ptr + s * KD + c, db_acc, mask=mask_d)
 
 
-# (BD channels per program, num_warps); BD * N >= 32 * num_warps so no element of the (BD, N) tile is replicated.
-SEQ_BWD_CONFIGS = [(64, 4), (32, 2), (64, 2), (128, 4), (32, 1)]
-_DEFAULT_SEQ_BWD = (64, 4)
+# (BD channels per program, num_warps[, register cap]). Measured on an H200 at the training shape (BENCHMARKS.md):
+# (32, 1) 7.6 ms, (16, 1) 13.3, (32, 2) 14.4, (64, 4) 18.0; ptxas gives (32, 1) 255 registers (8 warps per SM), so
+# the capped variants trade spills for occupancy; the tuner decides.
+SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 128), (16, 1), (16, 1, 96), (32, 2), (64, 2), (64, 4)]
+_DEFAULT_SEQ_BWD3 = (32, 1)
 
 
-def bwd_impl() -> str:
-    """Backward used by CrossScanV2Fn, read at call time: 'v1' (default: v1's chunked kernel in CL mode, GPU-validated)
-    or 'v2' (env MAMBAST_SCAN_BWD=v2: the sequential kernel `_seq_bwd_kernel`, not yet measured on a GPU)."""
-    v = os.environ.get("MAMBAST_SCAN_BWD", "v1").lower()
-    if v not in ("v1", "v2"):
-        raise ValueError(f"MAMBAST_SCAN_BWD must be 'v1' or 'v2', got {v!r}")
-    return v
-
-
-def _launch_seq_bwd(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, dy_cl, hck, h, w, BT, cfg):
-    S, L, Di = u_cl.shape
-    G, N = Ct.shape[1], A.shape[1]
-    BD, nw = cfg
-    K = K_DIRECTIONS
-    n_chunks = triton.cdiv(L, BT)
-    n_dblk = triton.cdiv(Di, BD)
-    dev = u_cl.device
-    scratch = v1._empty((S * K * n_dblk, BT, BD, N), dev)  # kernel-internal (poisoned in tests too)
-    bufs = (v1._empty((S, K, L, Di), dev), v1._empty((S, K, L, Di), dev), v1._empty((S, K, n_dblk, L, N), dev),
-            v1._empty((S, G, K, n_dblk, L, N), dev), v1._empty((S, K * Di, N), dev), v1._empty((S, K * Di), dev),
-            v1._empty((S, K * Di), dev))
-    _seq_bwd_kernel[(n_dblk, K, S)](u_cl, delta_cl, A, Bt, Ct, D, delta_bias, dy_cl, hck, scratch, *bufs,
-                                    Di, L, h, w, G, n_chunks, n_dblk, BT, N=N, BD=BD, BT=BT, num_warps=nw,
-                                    num_stages=1)
-    return bufs
-
-
-def cross_scan_bwd_seq_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, BT=TRAIN_BT, config=None):
-    """Channel-last backward with the sequential kernel (same inputs / outputs as `cross_scan_bwd_cl`). `hck` must hold
-    the forward's checkpoints every BT steps. `config` = (BD, num_warps)."""
+def cross_scan_bwd_seq3_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, BT=TRAIN_BT, config=None):
+    """Channel-last backward with the v3 sequential kernel (same inputs / outputs as `cross_scan_bwd_cl`); `hck`
+    holds the forward's checkpoints every BT steps in the (S, K, n_chunks, N, Di) format. `config` = (BD, num_warps)
+    or (BD, num_warps, maxnreg)."""
     dy_cl = dy_cl.contiguous().float()
-    u_cl, delta_cl, A, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, A, D, delta_bias))
+    u_cl, delta_cl, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, D, delta_bias))
     S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
-    Bt = B.transpose(-1, -2).contiguous()
-    Ct = C.transpose(-1, -2).contiguous()
-    cfg = config or v1._env_config("MAMBAST_SCAN2_SEQ_BWD_CONFIG")
+    K = K_DIRECTIONS
+    At = A.float().t().contiguous()                                   # (N, K*Di): channel-contiguous rows
+    Bt = B.float().transpose(-1, -2).contiguous()                     # (S, K, L, N)
+    Ct = C.float().transpose(-1, -2).contiguous()                     # (S, G, K, L, N)
+    cfg = config or v1._env_config("MAMBAST_SCAN2_SEQ3_BWD_CONFIG")
+    dev = u_cl.device
 
     def launch(cb):
-        return _launch_seq_bwd(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, dy_cl, hck, h, w, BT, tuple(cb))
+        BD, nw = cb[:2]
+        extra = {"maxnreg": cb[2]} if len(cb) > 2 and cb[2] else {}
+        n_chunks = triton.cdiv(L, BT)
+        n_dblk = triton.cdiv(Di, BD)
+        scratch = v1._empty((S * K * n_dblk, BT, N, BD), dev)
+        bufs = (v1._empty((S, K, L, Di), dev), v1._empty((S, K, L, Di), dev), v1._empty((S, K, n_dblk, L, N), dev),
+                v1._empty((S, G, K, n_dblk, L, N), dev), v1._empty((S, N, K * Di), dev), v1._empty((S, K * Di), dev),
+                v1._empty((S, K * Di), dev))
+        _seq_bwd3_kernel[(n_dblk, K, S)](u_cl, delta_cl, At, Bt, Ct, D, delta_bias, dy_cl, hck, scratch, *bufs,
+                                         Di, L, h, w, G, n_chunks, n_dblk, N=N, BD=BD, BT=BT, num_warps=nw,
+                                         num_stages=1, **extra)
+        return bufs
 
     if cfg is None:
         if v1._interpreting():
             cfg = (8, 1)
         else:
-            dev = torch.cuda.get_device_name(u_cl.device)
-            key = f"v2seqbwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|BT{BT}|{u_cl.dtype}|{delta_cl.dtype}|{dev}"
-            cfg = v1._tune(key, SEQ_BWD_CONFIGS, launch, _DEFAULT_SEQ_BWD)
-    du_s, ddelta, dB_p, dC_p, dA_p, dD_p, db_p = launch(cfg)
-    return (du_s.sum(1), ddelta, dA_p.sum(0), dB_p.sum(2).transpose(-1, -2), dC_p.sum(3).transpose(-1, -2),
+            name = torch.cuda.get_device_name(dev)
+            key = f"v3seqbwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|BT{BT}|{u_cl.dtype}|{delta_cl.dtype}|{name}"
+            cfg = v1._tune(key, SEQ_BWD3_CONFIGS, launch, _DEFAULT_SEQ_BWD3)
+    du_s, ddelta, dB_p, dC_p, dAt_p, dD_p, db_p = launch(tuple(cfg))
+    return (du_s.sum(1), ddelta, dAt_p.sum(0).t(), dB_p.sum(2).transpose(-1, -2), dC_p.sum(3).transpose(-1, -2),
             dD_p.sum(0), db_p.sum(0))
+
+
+def bwd_impl() -> str:
+    """Backward used by CrossScanV2Fn, read at call time: 'v3' (default: the sequential kernel `_seq_bwd3_kernel`)
+    or 'v1' (env MAMBAST_SCAN_BWD=v1: v1's chunked kernel reading channel-last, the earlier default)."""
+    v = os.environ.get("MAMBAST_SCAN_BWD", "v3").lower()
+    if v not in ("v1", "v3"):
+        raise ValueError(f"MAMBAST_SCAN_BWD must be 'v1' or 'v3', got {v!r}")
+    return v
 
 
 class CrossScanV2Fn(torch.autograd.Function):
@@ -403,7 +401,7 @@ class CrossScanV2Fn(torch.autograd.Function):
         u_cl, delta_cl, A, B, C, D, delta_bias, hck = ctx.saved_tensors
         h, w = ctx.hw
         dy_cl = dy.transpose(-1, -2) if ctx.layout == "cf" else dy
-        bwd = cross_scan_bwd_seq_cl if bwd_impl() == "v2" else cross_scan_bwd_cl   # read at call time
+        bwd = cross_scan_bwd_seq3_cl if bwd_impl() == "v3" else cross_scan_bwd_cl   # read at call time
         du, ddelta, dA, dB, dC, dD, dbias = bwd(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck,
                                                 h, w, TRAIN_BT, ctx.bwd_config)
         if ctx.layout == "cf":

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-fuse", action="store_true")
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="after the timed steps, profile this many steps and print the top CUDA kernels (rank 0)")
     a = ap.parse_args(argv)
 
     dist, dev = setup_dist(a.device)
@@ -86,6 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
            "torch": torch.__version__}
     if dist.main:
         print(json.dumps(res), flush=True)
+    if a.profile and dist.main and dev.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for i in range(a.profile):
+                step(a.warmup + a.steps + i)
+            sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60), flush=True)
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return res

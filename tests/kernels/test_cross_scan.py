@@ -222,12 +222,13 @@ def test_v2_bf16_and_dispatch(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# v2 sequential backward (MAMBAST_SCAN_BWD=v2, read at backward time; default stays v1's kernel in CL mode)
+# the v2 forward's two backwards (MAMBAST_SCAN_BWD, read at backward time): v3 (sequential, default) and v1 (chunked)
 # ----------------------------------------------------------------------------------------------------------------
 @needs_triton
+@pytest.mark.parametrize("impl,fn", [("v3", "cross_scan_bwd_seq3_cl"), ("v1", "cross_scan_bwd_cl")])
 @pytest.mark.parametrize("layout,G,hw,Di", [("cl", 1, (3, 5), 8), ("cf", 2, (2, 3), 12), ("cl", 2, (1, 7), 8)])
-def test_v2_seq_backward(poisoned, monkeypatch, layout, G, hw, Di):
-    """All seven gradients of the sequential backward vs fp64 autograd through the reference. Di=12 with the
+def test_v2_seq_backward(poisoned, monkeypatch, layout, G, hw, Di, impl, fn):
+    """All seven gradients of each backward vs fp64 autograd through the reference. Di=12 with the
     interpreter's BD=8 leaves a partial channel block; L=15, 6, 7 leave a partial last chunk (BT=8) or a single one."""
     cs2 = pytest.importorskip("mambast_kernels.cross_scan_v2")
     h, w = hw
@@ -240,13 +241,13 @@ def test_v2_seq_backward(poisoned, monkeypatch, layout, G, hw, Di):
     monkeypatch.delenv("MAMBAST_SCAN_BWD", raising=False)
     y = cs2.cross_scan_triton_v2(*xs_t, h, w, layout=layout)
     calls = []
-    seq = cs2.cross_scan_bwd_seq_cl
-    monkeypatch.setattr(cs2, "cross_scan_bwd_seq_cl", lambda *a, **k: calls.append(1) or seq(*a, **k))
-    monkeypatch.setenv("MAMBAST_SCAN_BWD", "v2")          # set after the forward: the selection is read at call time
+    seq = getattr(cs2, fn)
+    monkeypatch.setattr(cs2, fn, lambda *a, **k: calls.append(1) or seq(*a, **k))
+    monkeypatch.setenv("MAMBAST_SCAN_BWD", impl)          # set after the forward: the selection is read at call time
     dy_ref = torch.randn_like(y_ref)
     dy = dy_ref.float() if layout == "cf" else dy_ref.float().transpose(-1, -2).contiguous()
     grads = list(torch.autograd.grad(y, xs_t, dy))
-    assert calls == [1], "MAMBAST_SCAN_BWD=v2 did not select the sequential backward"
+    assert calls == [1], f"MAMBAST_SCAN_BWD={impl} did not select {fn}"
     if layout == "cl":
         grads[0], grads[1] = grads[0].transpose(1, 2), grads[1].transpose(2, 3)
     for name, g, gr in zip(["u", "delta", "A", "B", "C", "D", "delta_bias"], grads,
@@ -259,9 +260,9 @@ def test_v2_seq_backward(poisoned, monkeypatch, layout, G, hw, Di):
 def test_v2_bwd_selection(monkeypatch):
     cs2 = pytest.importorskip("mambast_kernels.cross_scan_v2")
     monkeypatch.delenv("MAMBAST_SCAN_BWD", raising=False)
+    assert cs2.bwd_impl() == "v3"
+    monkeypatch.setenv("MAMBAST_SCAN_BWD", "V1")
     assert cs2.bwd_impl() == "v1"
-    monkeypatch.setenv("MAMBAST_SCAN_BWD", "V2")
-    assert cs2.bwd_impl() == "v2"
-    monkeypatch.setenv("MAMBAST_SCAN_BWD", "v3")
+    monkeypatch.setenv("MAMBAST_SCAN_BWD", "v2")
     with pytest.raises(ValueError):
         cs2.bwd_impl()
