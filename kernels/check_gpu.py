@@ -164,6 +164,7 @@ def main():
                  ("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16)),
                  ("fwd", dict(S=1, G=8, h=64, w=64, dtype=torch.bfloat16)),
                  ("fwd", dict(S=2, G=1, h=32, w=48, dtype=torch.float32)),
+                 ("fwd", dict(S=2, G=5, h=32, w=32, dtype=torch.float32, config=(64, 4, 2))),   # readout groups
                  ("bwd", dict(S=2, G=1, h=32, w=32)),
                  ("bwd", dict(S=1, G=2, h=16, w=24)),
                  # the sequential backward (default; the two rows above are v1's chunked backward)

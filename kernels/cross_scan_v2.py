@@ -47,13 +47,17 @@ def _pos(i, L, H, W, rev, col):
     return tl.where(col, (q % H) * W + q // H, q)
 
 
-@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks"])
+@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "GB", "n_gblk"])
 def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hck_ptr,
-                    Di, L, H, W, G, n_chunks,
+                    Di, L, H, W, G, n_chunks, GB, n_gblk,
                     N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr):
+    # Readouts g0 .. g1-1 of recurrence s: a program owns a group of GB of the G contents that share the recurrence
+    # (decoder form); the recurrence is recomputed once per group, so groups trade work for parallelism.
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
-    s = tl.program_id(2).to(tl.int64)
+    s = (tl.program_id(2) // n_gblk).to(tl.int64)
+    g0 = tl.program_id(2) % n_gblk * GB
+    g1 = tl.minimum(G, g0 + GB)
     offs_d = pid_d * BD + tl.arange(0, BD)
     mask_d = offs_d < Di
     offs_n = tl.arange(0, N)
@@ -66,11 +70,10 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     u_base = u_ptr + s * LD                                   # u: (S, L, Di)
     dl_base = dl_ptr + (s * 4 + k) * LD                       # delta: (S, K, L, Di)
     B_base = B_ptr + (s * 4 + k) * N * L                      # B: (S, K, L, N)  (wrapper transposes; tiny)
-    C_base = C_ptr + (s * G * 4 + k) * N * L                  # C: (S, G, K, L, N)
-    y_base = y_ptr + (s * G * 4 + k) * LD                     # slots: (S, G, K, L, Di)
+    C_base = C_ptr + (s * 4 + k) * L * G * N                  # C: (S, K, L, G, N): a step's G rows are adjacent
+    y_base = y_ptr + ((s * G + g0) * 4 + k) * LD              # slots: (S, G, K, L, Di), from readout g0
     hck_base = hck_ptr + (s * 4 + k) * n_chunks * N * Di      # checkpoints: (S, K, n_chunks, N, Di)
     hck_off = offs_n[None, :] * Di + offs_d[:, None]          # (BD, N)
-    stride_cg = 4 * N * L
     stride_yg = 4 * LD
     rev = k >= 2
     col = (k % 2) == 1
@@ -81,7 +84,7 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
     d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
     B_n = tl.load(B_base + p * N + offs_n)
-    C_n = tl.load(C_base + p * N + offs_n)
+    C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
     for i in range(L):
         pc = p
         u = u_n.to(tl.float32)
@@ -93,7 +96,7 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
         u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
         d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
         B_n = tl.load(B_base + p * N + offs_n)
-        C_n = tl.load(C_base + p * N + offs_n)
+        C_n = tl.load(C_base + (p * G + g0) * N + offs_n)      # row g0; the group's other rows share its lines
         if SAVE:
             if i % BT == 0:
                 tl.store(hck_base + (i // BT) * N * Di + hck_off, h, mask=mask_d[:, None])
@@ -103,14 +106,15 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
         du = Dv * u
         y = tl.sum(h * C0[None, :], axis=1) + du
         tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
-        for g in range(1, G):
-            Cg = tl.load(C_base + g * stride_cg + pc * N + offs_n).to(tl.float32)
+        for g in range(g0 + 1, g1):
+            Cg = tl.load(C_base + (pc * G + g) * N + offs_n).to(tl.float32)
             yg = tl.sum(h * Cg[None, :], axis=1) + du
-            tl.store(y_base + g * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
+            tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
 
 
-# (BD channels per program, num_warps)
+# (BD channels per program, num_warps[, GB readouts per program]); GB only matters when G > 1 (decoder form).
 FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
+FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64, 4, 16), (32, 2, 16), (64, 4, 2)]
 _DEFAULT_FWD = (64, 4)
 TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
 BWD_CONFIGS = v1.BWD_CONFIGS
@@ -118,15 +122,18 @@ _DEFAULT_BWD = v1._DEFAULT_BWD
 
 
 def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN_BT):
-    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,G,K,L,N), all contiguous. -> slots (S,G,K,L,Di), hck."""
+    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck."""
     S, L, Di = u.shape
-    G, N = Ct.shape[1], A.shape[1]
-    BD, nw = cfg
+    G, N = Ct.shape[3], A.shape[1]
+    BD, nw = cfg[:2]
+    GB = min(G, cfg[2]) if len(cfg) > 2 else G
+    n_gblk = triton.cdiv(G, GB)
+    assert not (save and n_gblk > 1), "checkpoints are saved for one readout group only"
     n_chunks = triton.cdiv(L, BT)
     slots = v1._empty((S, G, K_DIRECTIONS, L, Di), u.device)
     hck = v1._empty((S, K_DIRECTIONS, n_chunks, N, Di), u.device) if save else slots
-    grid = (triton.cdiv(Di, BD), K_DIRECTIONS, S)
-    _seq_fwd_kernel[grid](u, delta, A, Bt, Ct, D, delta_bias, slots, hck, Di, L, h, w, G, n_chunks,
+    grid = (triton.cdiv(Di, BD), K_DIRECTIONS, S * n_gblk)
+    _seq_fwd_kernel[grid](u, delta, A, Bt, Ct, D, delta_bias, slots, hck, Di, L, h, w, G, n_chunks, GB, n_gblk,
                           N=N, BD=BD, BT=BT, SAVE=save, num_warps=nw)
     return slots, (hck if save else None)
 
@@ -148,7 +155,9 @@ def _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w):
     return S, L, Di, G, N
 
 
-def fwd_config(key, run_one, config=None):
+def fwd_config(key, run_one, config=None, grouped: bool = False):
+    """The forward's (BD, num_warps[, GB]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape key.
+    grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates too."""
     if config is not None:
         return tuple(config)
     env = v1._env_config("MAMBAST_SCAN2_FWD_CONFIG")
@@ -156,7 +165,7 @@ def fwd_config(key, run_one, config=None):
         return env
     if v1._interpreting():
         return (8, 1)
-    return v1._tune(key, FWD_CONFIGS, run_one, _DEFAULT_FWD)
+    return v1._tune(key, FWD_CONFIGS + (FWD_G_CONFIGS if grouped else []), run_one, _DEFAULT_FWD)
 
 
 def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=False, config=None):
@@ -164,11 +173,11 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     u_cl, delta_cl, A, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, A, D, delta_bias))
     S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
     Bt = B.transpose(-1, -2).contiguous()
-    Ct = C.transpose(-1, -2).contiguous()
+    Ct = C.permute(0, 2, 4, 1, 3).contiguous()                # (S, K, L, G, N): one step's G readout rows together
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
     key = f"v2fwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|{dev}"
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
-                     config)
+                     config, grouped=G > 1 and not save_states)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
     return slots.sum(dim=2), hck, cfg
 

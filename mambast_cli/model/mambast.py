@@ -21,6 +21,7 @@ This module does no I/O and never prints.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -456,17 +457,16 @@ class MambaST(nn.Module):
         z = self.mamba.decoder(cs.tokens, blocks)                    # (B, h, w, C)
         return z.permute(0, 3, 1, 2)                                 # (B, C, h, w)
 
-    #: contents sharing a style share one scan recurrence (G readouts). None = auto: on for the PyTorch reference
-    #: scan (CPU), where the sequential loop dominates; off for the Triton kernel, whose G > 1 form measured 4x slower
-    #: per content than running one recurrence per content (H100, 512², BENCHMARKS.md).
+    #: contents sharing a style share one scan recurrence (G readouts); False = one recurrence per content (the same
+    #: maths). None = auto: on (env MAMBAST_SHARE_RECURRENCE=0 turns it off). On an H100 with the grouped readout
+    #: kernel it is 3 % faster at 512² and equal at 256², with 39 % less peak memory (BENCHMARKS.md, session 2);
+    #: on the CPU reference scan, where the sequential loop dominates, it is much faster.
     share_style_recurrence: bool | None = None
 
     def _share_recurrence(self, x: torch.Tensor) -> bool:
         if self.share_style_recurrence is not None:
             return self.share_style_recurrence
-        from mambast_kernels import backend_for
-
-        return backend_for(x) != "triton"
+        return os.environ.get("MAMBAST_SHARE_RECURRENCE", "1") != "0"
 
     def render(self, feats: torch.Tensor, cs: ContentState | tuple[int, int]) -> torch.Tensor:
         """CNN decoder, then crop to the content's original size. (B, 3, H, W), unclamped."""

@@ -206,6 +206,24 @@ def test_v2_forward_backward(poisoned, layout, G, hw):
 
 
 @needs_triton
+@pytest.mark.parametrize("G,GB,hw", [(3, 2, (3, 5)), (5, 2, (2, 3)), (4, 1, (4, 4)), (3, 4, (1, 7))])
+def test_v2_readout_groups(poisoned, G, GB, hw):
+    """Decoder form: G contents share one recurrence; a program owns GB of them (the recurrence is recomputed per
+    group). Every group split gives the reference's output, and the same bytes as the one-group launch."""
+    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
+    h, w = hw
+    xs = [x.to(DEVICE) for x in _inputs(2, 8, 4, G, h, w)]
+    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
+    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
+    with torch.no_grad():
+        y, hck, cfg = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=(8, 1, GB))
+        y_one = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=(8, 1))[0]
+    assert hck is None and tuple(cfg) == (8, 1, GB)
+    _check("y", y.transpose(-1, -2), y_ref, 1e-5)
+    assert torch.equal(y, y_one)
+
+
+@needs_triton
 def test_v2_bf16_and_dispatch(monkeypatch):
     from mambast_kernels import cross_scan
     h, w = 3, 5
