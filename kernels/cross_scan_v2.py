@@ -112,6 +112,7 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
             tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
 
 
+
 # (BD channels per program, num_warps[, GB readouts per program]); GB only matters when G > 1 (decoder form).
 FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
 FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64, 4, 16), (32, 2, 16), (64, 4, 2)]

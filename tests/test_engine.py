@@ -301,6 +301,27 @@ def test_engine_tiled_render_equals_untiled(model, tmp_path):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+def test_render_budget_stays_under_32bit_index_limit(model, tmp_path, monkeypatch):
+    """PyTorch's reflection-pad / upsample kernels refuse tensors of 2**31 elements (a batch of 1080p frames hit it
+    on an H100): the render budget is capped so no CNN tensor gets there, whatever render_pixels says."""
+    from mambast_cli.engine import engine as engine_mod
+    from mambast_cli.model.mambast import MambaSTConfig
+
+    cap = engine_mod.index_safe_pixels(MambaSTConfig())
+    assert cap * 64 * 1.05 < 2**31 and cap > 16 * 1024 * 1024          # official widths: 64 channels at full size
+    big = _engine(model, tmp_path, disk_cache=False, render_pixels=10**12)
+    assert big._render_budget() == engine_mod.index_safe_pixels(model.cfg)
+    # with a tiny limit the engine tiles, and the result is the untiled one
+    x = _imgs(2, 3, 64, 80, seed=7)
+    plain = _engine(model, tmp_path, disk_cache=False)
+    a = plain.stylize(x, plain.encode_style(_imgs(3, 24, 24)))
+    monkeypatch.setattr(engine_mod, "_INDEX_LIMIT", 40 * 48 * max(model.cfg.cnn_widths[-1], 1) * 2)
+    capped = _engine(model, tmp_path, disk_cache=False)
+    b = capped.stylize(x, capped.encode_style(_imgs(3, 24, 24)))
+    assert capped.stats["tiled_renders"] >= 1
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_tiled_module_splits_batches_before_tiling(model):
     feats = torch.randn(3, model.cfg.d_model, 4, 4)
     t = TiledCNN(model.cnn, max_pixels=32 * 32)

@@ -61,7 +61,19 @@ _BYTES_PER_PIXEL = {torch.float32: 2400, torch.bfloat16: 1600}
 _CNN_BYTES_PER_PIXEL = {torch.float32: 1024, torch.bfloat16: 512}
 _CPU_RENDER_PIXELS = 4 * 1024 * 1024      # CPU: render at most ~4 MP per CNN call (bounded RAM)
 _MIN_TILE_PIXELS = 256 * 256              # OOM recovery gives up below this tile size
+_INDEX_LIMIT = 2**31 - 1                  # elements: PyTorch kernels that use 32-bit index math refuse more
 _MAX_MEMO_STYLES = 256                    # encoded styles remembered by key (≈8 MiB of device memory each at 512²)
+
+
+def index_safe_pixels(cfg: Any) -> int:
+    """Most output pixels one CNN-decoder call may produce so that no tensor in it reaches 2**31 elements.
+
+    The decoder's widest map per output pixel: c channels at 1/f of the resolution hold c / f² values per output
+    pixel (512/64, 256/16, 128/4, 64/1 for the official widths: the last stage's 64 channels win). Reflection padding
+    adds a border (counted with a 10 % margin, which covers tiles down to ~40 px a side)."""
+    c0, (c1, c2, c3) = cfg.d_model, cfg.cnn_widths
+    per_px = max(c0 / 64, c1 / 16, c2 / 4, c3)
+    return int(_INDEX_LIMIT / (per_px * 1.1))
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -533,6 +545,10 @@ class Engine:
                 self._stats["identity_passes"] += 1
                 feats = fid if feats is None else torch.lerp(fid, feats, alpha)
             assert feats is not None
+            if self.dtype != torch.float32:
+                # The first convolution would cast to bf16 anyway; casting before its reflection padding gives the
+                # same values (padding only moves them) with half the bytes moved and stored.
+                feats = feats.to(self.dtype)
             if self.channels_last:
                 feats = feats.contiguous(memory_format=torch.channels_last)
             img = self._render(feats, cs, render_pixels)
@@ -569,11 +585,16 @@ class Engine:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
     def _render_budget(self) -> int:
+        """Output pixels one CNN-decoder call may produce: the fixed `render_pixels`, or what half the free GPU memory
+        holds (CPU: 4 MP), never more than `index_safe_pixels` (PyTorch's reflection-pad and upsampling kernels refuse
+        tensors of 2**31 elements or more: a batch of 17 1080p frames failed on an H100 before this cap)."""
         if self._render_pixels_fixed is not None:
-            return int(self._render_pixels_fixed)
-        if self.device.type != "cuda":
-            return _CPU_RENDER_PIXELS
-        return max(_MIN_TILE_PIXELS, int(0.5 * self._free_bytes() // _CNN_BYTES_PER_PIXEL[self.dtype]))
+            budget = int(self._render_pixels_fixed)
+        elif self.device.type != "cuda":
+            budget = _CPU_RENDER_PIXELS
+        else:
+            budget = max(_MIN_TILE_PIXELS, int(0.5 * self._free_bytes() // _CNN_BYTES_PER_PIXEL[self.dtype]))
+        return min(budget, index_safe_pixels(self.model.cfg))
 
     def _free_bytes(self) -> int:
         free, _ = torch.cuda.mem_get_info(self.device)

@@ -1,0 +1,106 @@
+"""Where the engine's GPU time goes: torch.profiler over `Engine.stylize` batches, kernels grouped by stage.
+
+    python scripts/profile_engine.py --sizes 512x512,1080x1920 --out $OUT/profile.json
+
+For each size: one style, a full batch (Engine.max_batch, capped by --max-batch), warm-up, then --steps profiled
+calls. Prints ms per image for each kernel group (scan forward, convolutions, reflection padding, upsampling,
+matrix products, LayerNorm, copies/elementwise, other) and the top kernels, so a missed speed target can say what
+bounds it (issue 5, issue 6). Needs CUDA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+
+import torch
+
+GROUPS = [  # (group, regex on the kernel name), first match wins
+    ("scan forward", r"_seq_fwd|_cross_scan_fwd"),
+    ("convolution", r"conv|cudnn|implicit_gemm|xmma|sm90_xmma|fprop|wgrad|dgrad"),
+    ("reflection pad", r"reflection_pad"),
+    ("upsample", r"upsample"),
+    ("matmul", r"gemm|nvjet|cutlass|ampere|sm90"),
+    ("layernorm", r"layer_norm"),
+    ("copy / elementwise", r"elementwise|copy|cat|transpose|permute|index|fill|Memcpy|memcpy|Memset|reduce"),
+]
+
+
+def group_of(name: str) -> str:
+    for g, rx in GROUPS:
+        if re.search(rx, name, re.IGNORECASE):
+            return g
+    return "other"
+
+
+def profile_size(engine, h: int, w: int, steps: int, max_batch: int) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    B = max(1, min(engine.max_batch(h, w), max_batch))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(B, 3, h, w, generator=g).pin_memory()
+    handle = engine.encode_style(torch.rand(3, 256, 256, generator=g))
+    for _ in range(2):
+        engine.stylize(x, handle)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        engine.stylize(x, handle)
+    end.record()
+    torch.cuda.synchronize()
+    wall_ms = start.elapsed_time(end) / (steps * B)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine.stylize(x, handle)
+        torch.cuda.synchronize()
+    per = defaultdict(float)
+    kernels = []
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0.0)
+        if t <= 0:
+            continue
+        ms_img = t / 1000 / (steps * B)
+        per[group_of(ev.key)] += ms_img
+        kernels.append((ms_img, ev.key[:90], ev.count // steps))
+    kernels.sort(reverse=True)
+    return {"size": f"{h}x{w}", "batch": B, "wall_ms_per_img": round(wall_ms, 3),
+            "gpu_ms_per_img": round(sum(per.values()), 3),
+            "groups_ms_per_img": {k: round(v, 3) for k, v in sorted(per.items(), key=lambda kv: -kv[1])},
+            "top_kernels": [{"ms_per_img": round(a, 4), "name": b, "calls_per_batch": c} for a, b, c in kernels[:14]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="512x512,1080x1920")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--weights", default=None, help="default: the bundled weights")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("needs CUDA", file=sys.stderr)
+        return 2
+    from mambast_cli.engine import Engine
+
+    engine = Engine(weights=a.weights, device="cuda")
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "engine": engine.info(), "rows": []}
+    for s in a.sizes.split(","):
+        h, w = (int(v) for v in s.lower().split("x"))
+        r = profile_size(engine, h, w, a.steps, a.max_batch)
+        res["rows"].append(r)
+        print(f"\n{r['size']} batch {r['batch']}: wall {r['wall_ms_per_img']} ms/img, GPU kernels {r['gpu_ms_per_img']} ms/img")
+        for k, v in r["groups_ms_per_img"].items():
+            print(f"  {k:20s} {v:8.3f} ms/img  {100 * v / max(r['gpu_ms_per_img'], 1e-9):5.1f} %")
+        for kk in r["top_kernels"][:8]:
+            print(f"    {kk['ms_per_img']:8.4f}  x{kk['calls_per_batch']:<3d} {kk['name']}")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
