@@ -267,11 +267,17 @@ def main():
         ("v2 dec 256 G64 bf16 cl", row_fwd_v2, dict(S=1, G=64, h=32, w=32, dtype=bf16)),
         ("v2 enc 256 B64 bf16 cl", row_fwd_v2, dict(S=64, G=1, h=32, w=32, dtype=bf16)),
         ("v2 L 1024 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=128, w=128, dtype=bf16)),
+        ("v2 L 2048 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=256, w=256, dtype=bf16)),
+        ("v2 enc 4K B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=270, w=480, dtype=bf16)),
+        ("v2 enc 1080p B8 bf16 cl", row_fwd_v2, dict(S=8, G=1, h=135, w=240, dtype=bf16)),
+        ("v2 dec 1080p G8 bf16 cl", row_fwd_v2, dict(S=1, G=8, h=135, w=240, dtype=bf16)),
     ]
     v2 += [(f"v2 sweep fwd {c}", row_fwd_v2, dict(S=24, G=1, h=32, w=32, dtype=bf16, config=c))
            for c in cs2.FWD_CONFIGS]
     v2 += [(f"v2 sweep dec512 G8 fwd {c}", row_fwd_v2, dict(S=1, G=8, h=64, w=64, dtype=bf16, config=c))
            for c in cs2.FWD_CONFIGS[:2] + cs2.FWD_G_CONFIGS]
+    v2 += [(f"v2 sweep seg 1080p B8 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=135, w=240, dtype=bf16, config=c))
+           for c in cs2.FWD_CONFIGS[:1] + cs2.FWD_CONFIGS[3:4] + [c for c in cs2.FWD_SEG_CONFIGS if not c[2]]]
     v2 += [(f"v2 sweep enc512 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=64, w=64, dtype=bf16, config=c))
            for c in cs2.FWD_CONFIGS]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))

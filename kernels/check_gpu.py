@@ -165,6 +165,8 @@ def main():
                  ("fwd", dict(S=1, G=8, h=64, w=64, dtype=torch.bfloat16)),
                  ("fwd", dict(S=2, G=1, h=32, w=48, dtype=torch.float32)),
                  ("fwd", dict(S=2, G=5, h=32, w=32, dtype=torch.float32, config=(64, 4, 2))),   # readout groups
+                 ("fwd", dict(S=1, G=1, h=64, w=96, dtype=torch.float32, config=(64, 2, 0, 8))),  # segments
+                 ("fwd", dict(S=1, G=4, h=48, w=40, dtype=torch.float32, config=(64, 4, 2, 5))),
                  ("bwd", dict(S=2, G=1, h=32, w=32)),
                  ("bwd", dict(S=1, G=2, h=16, w=24)),
                  # the sequential backward (default; the two rows above are v1's chunked backward)
@@ -182,6 +184,9 @@ def main():
         jobs.append(("bwd", dict(S=1, G=2, h=32, w=32)))
         for cfg in cs2.FWD_CONFIGS:
             jobs.append(("fwd", dict(S=1, G=2, h=64, w=96, dtype=torch.float32, config=cfg)))
+        for cfg in cs2.FWD_SEG_CONFIGS:     # the segmented form, every config, and a 1080p grid with the tuned pick
+            jobs.append(("fwd", dict(S=1, G=2, h=64, w=96, dtype=torch.float32, config=cfg)))
+        jobs.append(("fwd", dict(S=1, G=1, h=135, w=240, dtype=torch.bfloat16)))
         for bcfg in cs2.BWD_CONFIGS:
             jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg)))
         # the sequential backward (default): tuned config on the bwd shapes above, then every config

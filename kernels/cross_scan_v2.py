@@ -47,17 +47,26 @@ def _pos(i, L, H, W, rev, col):
     return tl.where(col, (q % H) * W + q // H, q)
 
 
-@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "GB", "n_gblk"])
-def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hck_ptr,
-                    Di, L, H, W, G, n_chunks, GB, n_gblk,
-                    N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr):
+@triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "GB", "n_gblk", "seg_len", "n_seg"])
+def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hck_ptr, hs_ptr, sdt_ptr,
+                    Di, L, H, W, G, n_chunks, GB, n_gblk, seg_len, n_seg,
+                    N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr, SEG: tl.constexpr):
     # Readouts g0 .. g1-1 of recurrence s: a program owns a group of GB of the G contents that share the recurrence
     # (decoder form); the recurrence is recomputed once per group, so groups trade work for parallelism.
+    # Segments (long sequences, few recurrences): program j walks steps [j*seg_len, (j+1)*seg_len) of its direction.
+    #   SEG = 0: one segment, the whole sequence from a zero state (the ordinary form).
+    #   SEG = 1: state pass: from a zero state, store the segment's end state and its sum of dt (no readouts).
+    #   SEG = 2: output pass: start from hs[j], the true state before the segment (combined by the wrapper).
+    pid2 = tl.program_id(2)
+    j = pid2 % n_seg
+    rest = pid2 // n_seg
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
-    s = (tl.program_id(2) // n_gblk).to(tl.int64)
-    g0 = tl.program_id(2) % n_gblk * GB
+    s = (rest // n_gblk).to(tl.int64)
+    g0 = rest % n_gblk * GB
     g1 = tl.minimum(G, g0 + GB)
+    i0 = j * seg_len
+    i1 = tl.minimum(L, i0 + seg_len)
     offs_d = pid_d * BD + tl.arange(0, BD)
     mask_d = offs_d < Di
     offs_n = tl.arange(0, N)
@@ -74,18 +83,23 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     y_base = y_ptr + ((s * G + g0) * 4 + k) * LD              # slots: (S, G, K, L, Di), from readout g0
     hck_base = hck_ptr + (s * 4 + k) * n_chunks * N * Di      # checkpoints: (S, K, n_chunks, N, Di)
     hck_off = offs_n[None, :] * Di + offs_d[:, None]          # (BD, N)
+    hs_base = hs_ptr + ((s * 4 + k) * n_seg + j) * N * Di     # segment states: (S, K, n_seg, N, Di)
     stride_yg = 4 * LD
     rev = k >= 2
     col = (k % 2) == 1
 
-    h = tl.zeros((BD, N), dtype=tl.float32)
-    # prologue: loads of step 0
-    p = _pos(0, L, H, W, rev, col)
+    if SEG == 2:
+        h = tl.load(hs_base + hck_off, mask=mask_d[:, None], other=0.0)
+    else:
+        h = tl.zeros((BD, N), dtype=tl.float32)
+    sdt = tl.zeros((BD,), dtype=tl.float32)
+    # prologue: loads of the segment's first step
+    p = _pos(i0, L, H, W, rev, col)
     u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
     d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
     B_n = tl.load(B_base + p * N + offs_n)
     C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
-    for i in range(L):
+    for i in range(i0, i1):
         pc = p
         u = u_n.to(tl.float32)
         dr = d_n.to(tl.float32) + bias
@@ -103,19 +117,26 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
         dt = tl.where(mask_d, _softplus(dr), 0.0)
         a = tl.exp2(dt[:, None] * A2)
         h = a * h + (dt * u)[:, None] * Bt[None, :]
-        du = Dv * u
-        y = tl.sum(h * C0[None, :], axis=1) + du
-        tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
-        for g in range(g0 + 1, g1):
-            Cg = tl.load(C_base + (pc * G + g) * N + offs_n).to(tl.float32)
-            yg = tl.sum(h * Cg[None, :], axis=1) + du
-            tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
-
+        if SEG == 1:
+            sdt += dt
+        else:
+            du = Dv * u
+            y = tl.sum(h * C0[None, :], axis=1) + du
+            tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
+            for g in range(g0 + 1, g1):
+                Cg = tl.load(C_base + (pc * G + g) * N + offs_n).to(tl.float32)
+                yg = tl.sum(h * Cg[None, :], axis=1) + du
+                tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
+    if SEG == 1:
+        tl.store(hs_base + hck_off, h, mask=mask_d[:, None])
+        tl.store(sdt_ptr + ((s * 4 + k) * n_seg + j) * Di + offs_d, sdt, mask=mask_d)
 
 
 # (BD channels per program, num_warps[, GB readouts per program]); GB only matters when G > 1 (decoder form).
 FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
 FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64, 4, 16), (32, 2, 16), (64, 4, 2)]
+# (BD, num_warps, GB (0 = all), P segments): the segmented form, tried for long sequences (L >= 2048) only.
+FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (32, 2, 0, 8), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 4, 16)]
 _DEFAULT_FWD = (64, 4)
 TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
 BWD_CONFIGS = v1.BWD_CONFIGS
@@ -123,20 +144,47 @@ _DEFAULT_BWD = v1._DEFAULT_BWD
 
 
 def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN_BT):
-    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck."""
+    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck.
+
+    cfg = (BD, num_warps[, GB readouts per program[, P segments]]). With P > 1 the sequence is cut into P segments
+    scanned in parallel: a state pass gives each segment's end state (from zero) and sum of dt, the true state before
+    segment j is H_j = exp(A * sum dt_{j-1}) * H_{j-1} + h_{j-1} (a short loop here, fixed order), and an output pass
+    rescans every segment from its H_j. Twice the recurrence work for P times the parallelism: for long sequences
+    with few recurrences (one 4K image, video frames), where the plain form leaves most of the GPU idle."""
     S, L, Di = u.shape
     G, N = Ct.shape[3], A.shape[1]
     BD, nw = cfg[:2]
-    GB = min(G, cfg[2]) if len(cfg) > 2 else G
+    GB = min(G, cfg[2]) if len(cfg) > 2 and cfg[2] else G
+    P = cfg[3] if len(cfg) > 3 else 1
     n_gblk = triton.cdiv(G, GB)
     assert not (save and n_gblk > 1), "checkpoints are saved for one readout group only"
+    assert not (save and P > 1), "checkpoints are saved by the one-segment form only"
     n_chunks = triton.cdiv(L, BT)
-    slots = v1._empty((S, G, K_DIRECTIONS, L, Di), u.device)
-    hck = v1._empty((S, K_DIRECTIONS, n_chunks, N, Di), u.device) if save else slots
-    grid = (triton.cdiv(Di, BD), K_DIRECTIONS, S * n_gblk)
-    _seq_fwd_kernel[grid](u, delta, A, Bt, Ct, D, delta_bias, slots, hck, Di, L, h, w, G, n_chunks, GB, n_gblk,
-                          N=N, BD=BD, BT=BT, SAVE=save, num_warps=nw)
-    return slots, (hck if save else None)
+    K = K_DIRECTIONS
+    slots = v1._empty((S, G, K, L, Di), u.device)
+    hck = v1._empty((S, K, n_chunks, N, Di), u.device) if save else slots
+    n_dblk = triton.cdiv(Di, BD)
+    seg_len = triton.cdiv(L, max(1, P))
+    n_seg = triton.cdiv(L, seg_len)
+    if n_seg == 1:
+        _seq_fwd_kernel[(n_dblk, K, S * n_gblk)](
+            u, delta, A, Bt, Ct, D, delta_bias, slots, hck, slots, slots, Di, L, h, w, G, n_chunks, GB, n_gblk,
+            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, num_warps=nw)
+        return slots, (hck if save else None)
+    hs = v1._empty((S, K, n_seg, N, Di), u.device)
+    sdt = v1._empty((S, K, n_seg, Di), u.device)
+    _seq_fwd_kernel[(n_dblk, K, S * n_seg)](
+        u, delta, A, Bt, Ct, D, delta_bias, slots, slots, hs, sdt, Di, L, h, w, G, n_chunks, G, 1,
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, num_warps=nw)
+    h0 = torch.zeros_like(hs)
+    An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
+    for jj in range(1, n_seg):
+        decay = torch.exp(An[None] * sdt[:, :, jj - 1, None, :])   # (S, K, N, Di)
+        h0[:, :, jj] = decay * h0[:, :, jj - 1] + hs[:, :, jj - 1]
+    _seq_fwd_kernel[(n_dblk, K, S * n_gblk * n_seg)](
+        u, delta, A, Bt, Ct, D, delta_bias, slots, slots, h0, sdt, Di, L, h, w, G, n_chunks, GB, n_gblk,
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, num_warps=nw)
+    return slots, None
 
 
 def _to_cl(u, delta):
@@ -156,9 +204,10 @@ def _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w):
     return S, L, Di, G, N
 
 
-def fwd_config(key, run_one, config=None, grouped: bool = False):
-    """The forward's (BD, num_warps[, GB]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape key.
-    grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates too."""
+def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False):
+    """The forward's (BD, num_warps[, GB[, P]]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape
+    key. grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates
+    too; segmented: a long sequence without checkpoints, so the segmented form is a candidate too."""
     if config is not None:
         return tuple(config)
     env = v1._env_config("MAMBAST_SCAN2_FWD_CONFIG")
@@ -166,7 +215,10 @@ def fwd_config(key, run_one, config=None, grouped: bool = False):
         return env
     if v1._interpreting():
         return (8, 1)
-    return v1._tune(key, FWD_CONFIGS + (FWD_G_CONFIGS if grouped else []), run_one, _DEFAULT_FWD)
+    cands = FWD_CONFIGS + (FWD_G_CONFIGS if grouped else [])
+    if segmented:
+        cands = cands + [c for c in FWD_SEG_CONFIGS if grouped or not c[2]]
+    return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
 
 def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=False, config=None):
@@ -178,7 +230,7 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
     key = f"v2fwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|{dev}"
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
-                     config, grouped=G > 1 and not save_states)
+                     config, grouped=G > 1 and not save_states, segmented=L >= 2048 and not save_states)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
     return slots.sum(dim=2), hck, cfg
 
