@@ -141,7 +141,9 @@ class _Renderer:
             hint = f"  [dim](hint: {escape(ev.hint)})[/]" if ev.hint else ""
             self.console.print(f"[red]failed:[/] {escape(what)}: {escape(_disp(msg))}{hint}")
         elif ev.kind == "note" and not self.quiet:
-            self.console.print(f"[yellow]note:[/] {escape(_disp(ev.input or ev.style or ''))}: {escape(_disp(ev.message))}")
+            about = ev.input or ev.style
+            where = f"{escape(_disp(about))}: " if about else ""
+            self.console.print(f"[yellow]note:[/] {where}{escape(_disp(ev.message))}")
         elif ev.kind == "skipped" and ev.style is None and not self.quiet:
             self.console.print(f"[yellow]skipped:[/] {escape(_disp(ev.input))}: {escape(_disp(ev.message))}")
         if ev.kind in ("ok", "error") and (ev.input and ev.style):

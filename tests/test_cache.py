@@ -142,3 +142,30 @@ def test_file_key(tmp_path):
     p = tmp_path / "s.jpg"
     p.write_bytes(b"hello")
     assert C.file_key(p) == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+
+def test_loose_or_foreign_cache_folder(tmp_path, monkeypatch):
+    """An existing cache folder open to others is made 0700 (it is this user's); one owned by another user is not
+    used at all (entries could be planted there): gets miss, puts are skipped, and `problem` says why."""
+    import os
+    import stat
+
+    import torch
+
+    from mambast_cli.engine.cache import DiskCache
+
+    root = tmp_path / "c"
+    (root / "styles").mkdir(parents=True)
+    os.chmod(root, 0o777)
+    os.chmod(root / "styles", 0o775)
+    dc = DiskCache(root)
+    assert dc.usable() and dc.problem is None
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700 and stat.S_IMODE((root / "styles").stat().st_mode) == 0o700
+    assert dc.put("ab" * 32, {"x": torch.ones(3)}) and dc.get("ab" * 32) is not None
+
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)   # as if the folder belonged to someone else
+    other = DiskCache(root)
+    assert not other.usable() and "another user" in (other.problem or "")
+    assert other.get("ab" * 32) is None and not other.put("cd" * 32, {"x": torch.ones(3)})
+    assert not (root / "styles" / ("cd" * 32 + ".safetensors")).exists()

@@ -113,6 +113,15 @@ def test_clean_stale_parts_removes_only_dead_writers(tmp_path: Path) -> None:
         p.write_bytes(b"x")
     assert clean_stale_parts(tmp_path) == 1
     assert not stale.exists() and mine.exists() and other.exists()
+    # hidden frame folders of killed image-sequence video runs go too; a live writer's folder and other folders stay
+    dead_dir = tmp_path / f".mambast-frames.part-{dead_pid}-0123abcd"
+    live_dir = tmp_path / f".mambast-frames.part-{os.getpid()}-0123abcd"
+    user_dir = tmp_path / f".photos.part-{dead_pid}-0123abcd"          # a folder: never removed
+    for d in (dead_dir, live_dir, user_dir):
+        d.mkdir()
+        (d / "000001.png").write_bytes(b"x")
+    assert clean_stale_parts(tmp_path) == 1
+    assert not dead_dir.exists() and live_dir.exists() and user_dir.exists()
 
 
 # -- reading -------------------------------------------------------------------------------------------------

@@ -158,6 +158,29 @@ def test_image_sequence_keeps_exact_size(tmp_path: Path, engine, style: str) -> 
     assert Image.open(tmp_path / "frames" / "0001.png").size == (47, 33)
 
 
+def test_rerun_removes_temporaries_of_a_killed_run(tmp_path: Path, engine, style: str) -> None:
+    """A killed run leaves a hidden frame folder (image sequence) or a hidden .part file (video file) behind; the next
+    run over the same outputs removes them once their process is gone."""
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    src = tmp_path / "v.mp4"
+    make_video(src, w=32, h=24, n=4, audio=False)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    stale_dir = frames / f".mambast-frames.part-{dead}-00c0ffee"
+    stale_dir.mkdir()
+    (stale_dir / "0001.png").write_bytes(b"partial")
+    stale_file = tmp_path / f".o.mp4.part-{dead}-00c0ffee"
+    stale_file.write_bytes(b"partial")
+    assert run_videos([src], style, engine, VideoOptions(output=str(frames / "%04d.png"))).ok
+    assert run_videos([src], style, engine, VideoOptions(output=str(tmp_path / "o.mp4"))).ok
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert sorted(os.listdir(frames)) == [f"{i:04d}.png" for i in range(1, 5)]
+
+
 def test_size_option_and_colour_tags(tmp_path: Path, engine, style: str) -> None:
     src = tmp_path / "full.mp4"
     make_video(src, w=64, h=48, n=5, audio=False, pix_fmt="yuvj420p", color_range=2, colorspace=1)

@@ -276,6 +276,40 @@ class DiskCache:
         self.dir = styles_dir(self.root)
         self.cap_bytes = max_bytes() if cap_bytes is None else int(cap_bytes)
         self.stats = {"hits": 0, "misses": 0, "writes": 0, "corrupt": 0, "evictions": 0, "write_errors": 0}
+        #: why the disk cache is off for this process (None: usable); set by the first `usable()` check
+        self.problem: str | None = None
+        self._checked = False
+
+    def usable(self) -> bool:
+        """Whether the cache folders may be trusted, checked once per process.
+
+        A folder that exists must belong to this user; if it is group- or world-accessible it is made 0700 (it is
+        this user's cache). A folder owned by someone else is not used at all (someone could plant entries in it):
+        the run goes on with the in-memory cache only, and `problem` says why. Folders that do not exist yet are
+        fine (they are created 0700 on the first write)."""
+        if self._checked:
+            return self.problem is None
+        self._checked = True
+        if not hasattr(os, "getuid"):       # no POSIX ownership to check
+            return True
+        for d in (self.root, self.dir):
+            try:
+                st = d.stat()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                self.problem = f"cache folder {d} is unreadable ({e.strerror}): disk cache off"
+                return False
+            if st.st_uid != os.getuid():
+                self.problem = f"cache folder {d} belongs to another user: disk cache off (set MAMBAST_CACHE_DIR)"
+                return False
+            if st.st_mode & 0o077:
+                try:
+                    os.chmod(d, 0o700)
+                except OSError as e:
+                    self.problem = f"cache folder {d} is open to other users and cannot be made private ({e.strerror}): disk cache off"
+                    return False
+        return True
 
     def path_for(self, key: str) -> Path:
         """The entry file for `key`."""
@@ -292,6 +326,9 @@ class DiskCache:
         """
         from safetensors.torch import load as st_load
 
+        if not self.usable():
+            self.stats["misses"] += 1
+            return None
         path = self.path_for(key)
         try:
             data = path.read_bytes()
@@ -336,6 +373,8 @@ class DiskCache:
         """
         from safetensors.torch import save as st_save
 
+        if not self.usable():
+            return False
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         meta = {str(k): str(v) for k, v in (metadata or {}).items()}
         meta.update(format=FORMAT, checksum=tensors_checksum(cpu), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -18,12 +18,15 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 from mambast_cli.errors import OutputError
 
 PART_MARKER = ".part-"
 _PART_RE = re.compile(r"^\..+\.part-(\d+)-[0-9a-f]{8}$")
+# hidden folder of an unfinished image-sequence video output (mambast_cli.video.io.ImageSequenceWriter)
+_FRAMES_DIR_RE = re.compile(r"^\.mambast-frames\.part-(\d+)-[0-9a-f]{8}$")
 _MAX_COMPONENT_BYTES = 200
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")  # controls (incl. NUL, newline), separators, undecodable bytes
 
@@ -176,10 +179,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_parts(folder: str | os.PathLike[str]) -> int:
-    """Remove temporary files left in a folder by a killed run (their writing process no longer exists).
+    """Remove temporaries left in a folder by a killed run (their writing process no longer exists).
 
-    Only names of the exact form written by :func:`write_atomic` are touched, and only when the process id they
-    carry is not alive on this machine.
+    Only files named the way :func:`write_atomic` (and the video writers) name them, and hidden frame folders of
+    unfinished image-sequence outputs (``.mambast-frames.part-<pid>-<hex>``), are touched, and only when the process
+    id they carry is not alive on this machine.
 
     Args:
         folder: an output folder (missing folders are ignored).
@@ -200,6 +204,11 @@ def clean_stale_parts(folder: str | os.PathLike[str]) -> int:
                 removed += 1
             except OSError:
                 pass
+            continue
+        m = _FRAMES_DIR_RE.match(entry.name)
+        if m and entry.is_dir(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
     return removed
 
 

@@ -267,6 +267,9 @@ class _Runner:
     # -- styles ---------------------------------------------------------------------------------------------
     def encode_styles(self) -> None:
         needed = sorted({si for p in self.plan.pending for si in p})
+        disk = getattr(self.engine, "disk", None)
+        if disk is not None and needed and not disk.usable():
+            self.emit(Event("note", message=disk.problem))
         for si in needed:
             if self.stop.is_set():
                 return

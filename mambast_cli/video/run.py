@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
+from mambast_cli.io import clean_stale_parts
 from mambast_cli.video import io as vio
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -498,6 +499,8 @@ def prepare_run(inputs: list[str | os.PathLike[str]], style: str, opts: VideoOpt
     if not files:
         raise UsageError("no video inputs found", hint="give video files or folders holding them")
     jobs = plan_jobs(files, style, opts)
+    for folder in sorted({os.path.dirname(os.path.abspath(j.output)) for j in jobs}):
+        clean_stale_parts(folder)        # temporaries of a killed earlier run (files and frame folders)
     emit({"event": "plan", "inputs": len(jobs), "outputs": [j.output for j in jobs]})
     report = VideoReport()
     todo: list[int] = []
