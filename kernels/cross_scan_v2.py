@@ -136,7 +136,8 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
 FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
 FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64, 4, 16), (32, 2, 16), (64, 4, 2)]
 # (BD, num_warps, GB (0 = all), P segments): the segmented form, tried for long sequences (L >= 2048) only.
-FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (32, 2, 0, 8), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 4, 16)]
+# Two (BD, warps) shapes only, so a new sequence length compiles at most four extra kernel variants (SEG 1 and 2).
+FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 4, 16)]
 _DEFAULT_FWD = (64, 4)
 TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
 BWD_CONFIGS = v1.BWD_CONFIGS
