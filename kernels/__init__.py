@@ -19,7 +19,8 @@ except Exception:  # pragma: no cover - depends on the install
     cross_scan_triton = None
     cross_scan_triton_v2 = None
 
-__all__ = ["K_DIRECTIONS", "cross_scan", "cross_scan_ref", "cross_scan_triton", "cross_scan_triton_v2", "direction_indices", "backend_for"]
+__all__ = ["K_DIRECTIONS", "cross_scan", "cross_scan_ref", "cross_scan_triton", "cross_scan_triton_v2", "direction_indices",
+           "backend_for", "scan_norm_gate", "fused_merge_enabled"]
 
 
 def backend_for(x: torch.Tensor) -> str:
@@ -54,3 +55,29 @@ def cross_scan(u, delta, A, B, C, D, delta_bias, h: int, w: int, backend: str | 
         y = fn(u.transpose(1, 2), delta.transpose(2, 3), A, B, C, D, delta_bias, h, w)
         return y.transpose(-1, -2)
     return fn(u, delta, A, B, C, D, delta_bias, h, w)
+
+
+def fused_merge_enabled() -> bool:
+    """Env MAMBAST_FUSED_MERGE=1 turns on `scan_norm_gate`'s fused path (off until measured on a GPU)."""
+    return os.environ.get("MAMBAST_FUSED_MERGE", "0") == "1"
+
+
+def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, bias, eps: float):
+    """An SS2D block's scan and epilogue in one call: channel-last cross-scan (see `cross_scan`, layout="cl"), then
+    LayerNorm over channels and the SiLU gate z: returns (S*G, L, Di) in z's dtype.
+
+    Uses the fused Triton epilogue (`merge_norm.merge_norm_gate`: the four direction slots are summed inside it) when
+    the v2 Triton scan runs, no gradient is needed and MAMBAST_FUSED_MERGE=1; otherwise the PyTorch ops."""
+    import torch.nn.functional as F
+
+    if (fused_merge_enabled() and backend_for(u) == "triton" and scan_impl() == "v2"
+            and not torch.is_grad_enabled()):
+        from .cross_scan_v2 import cross_scan_fwd_cl
+        from .merge_norm import merge_norm_gate
+
+        slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False)
+        return merge_norm_gate(slots, z, weight, bias, eps, out_dtype=z.dtype)
+    y = cross_scan(u, delta, A, B, C, D, delta_bias, h, w, layout="cl")        # (S, G, L, Di) fp32
+    S, G, L, Di = y.shape
+    y = F.layer_norm(y.reshape(S * G, L, Di).to(weight.dtype), (Di,), weight, bias, eps)
+    return y * F.silu(z.reshape(S * G, L, Di))

@@ -236,6 +236,27 @@ def _row_train_v2(name, S, h, w, dtype, gen, bwd_config, bwd):
                 bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
 
 
+def row_merge_norm(name, S, G, h, w):
+    """The SS2D epilogue: 4 direction slots -> sum -> LayerNorm -> * silu(z) -> bf16, fused (merge_norm.py) vs the
+    PyTorch ops the model runs without it. Bytes: the fused pass's minimum (4 fp32 slots + bf16 z in, bf16 out)."""
+    mn = importlib.import_module("mambast_kernels.merge_norm")
+    L = h * w
+    slots = torch.randn(S, G, 4, L, DI, device=DEV)
+    z = torch.randn(S * G, L, 2 * DI, device=DEV, dtype=torch.bfloat16)[..., DI:]
+    wt, bs = torch.randn(DI, device=DEV), torch.randn(DI, device=DEV)
+    fused = lambda: mn.merge_norm_gate(slots, z, wt, bs, 1e-5)  # noqa: E731
+
+    def torch_ops():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = torch.nn.functional.layer_norm(slots.sum(dim=2).reshape(S * G, L, DI), (DI,), wt, bs, 1e-5)
+            return (y * torch.nn.functional.silu(z)).to(torch.bfloat16)
+    err = ((fused().float() - torch_ops().float()).norm() / torch_ops().float().norm()).item()
+    ms_f, ms_t = bench(fused), bench(torch_ops)
+    nbytes = S * G * L * DI * (16 + 2 + 2)
+    return dict(name=name, S=S, G=G, h=h, w=w, L=L, ms=ms_f, torch_ms=ms_t, speedup=ms_t / ms_f, rel_err=err,
+                bytes=nbytes, GBps=nbytes / ms_f / 1e6)
+
+
 def row_copy_ceiling():
     x = torch.empty(256 * 1024 * 1024, device=DEV, dtype=torch.float32)
     y = torch.empty_like(x)
@@ -292,6 +313,8 @@ def main():
         ("v1 train 256 S8 fp32", row_train, dict(S=8, h=32, w=32, dtype=f32)),
         ("v1 dec 512 G8 bf16", row_fwd, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
     ]
+    v2 += [("merge norm gate 512 B8", row_merge_norm, dict(S=8, G=1, h=64, w=64)),
+           ("merge norm gate 1080p B4", row_merge_norm, dict(S=4, G=1, h=135, w=240))]
     jobs = [("ceiling", row_copy_ceiling, {})] + v2 + v1_key
     if args.only:
         import re
@@ -343,7 +366,7 @@ def _run(jobs, args, gen):
     for name, fn, kw in jobs:
         t0 = time.time()
         try:
-            r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge) else (
+            r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge, row_merge_norm) else (
                 fn() if fn is row_copy_ceiling else fn(name, **kw))
             torch.cuda.synchronize()
         except Exception as e:

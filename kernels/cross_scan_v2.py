@@ -225,8 +225,10 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
     return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
 
-def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=False, config=None):
-    """Channel-last forward. Returns (y (S,G,L,Di) fp32, checkpoints or None, config)."""
+def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=False, config=None,
+                      merge: bool = True):
+    """Channel-last forward. Returns (y (S,G,L,Di) fp32, checkpoints or None, config); with merge=False, y is the
+    unsummed direction slots (S,G,K,L,Di) (for a fused epilogue, `merge_norm.merge_norm_gate`)."""
     u_cl, delta_cl, A, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, A, D, delta_bias))
     S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
     Bt = B.transpose(-1, -2).contiguous()
@@ -236,7 +238,7 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
                      config, grouped=G > 1 and not save_states, segmented=L >= 2048 and not save_states)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
-    return slots.sum(dim=2), hck, cfg
+    return (slots.sum(dim=2) if merge else slots), hck, cfg
 
 
 def cross_scan_bwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, BT=TRAIN_BT, config=None):

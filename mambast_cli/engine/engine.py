@@ -336,10 +336,11 @@ class Engine:
         except Exception:  # noqa: BLE001 - triton is optional (CPU installs)
             triton_version = None
         try:
-            from mambast_kernels import backend_for
+            from mambast_kernels import backend_for, fused_merge_enabled
             scan = backend_for(torch.empty(0, device=self.device))
+            fused = scan == "triton" and fused_merge_enabled()
         except Exception:  # noqa: BLE001 - reported, not fatal
-            scan = "unknown"
+            scan, fused = "unknown", False
         dev = self.device
         return {
             "mambast": __version__,
@@ -350,6 +351,7 @@ class Engine:
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",
             "scan_backend": scan,
+            "fused_merge": fused,
             "compile": self.compiled,
             "channels_last": self.channels_last,
             "seed": self.seed,

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mambast_kernels import K_DIRECTIONS, cross_scan
+from mambast_kernels import K_DIRECTIONS, scan_norm_gate
 
 K = K_DIRECTIONS
 
@@ -175,12 +175,11 @@ class SS2D(nn.Module):
 
     def _scan_and_merge(self, u, delta, Bm, Cm, h: int, w: int, z: torch.Tensor) -> torch.Tensor:
         A = -torch.exp(self.A_logs.float())                         # (K*Di, N)
-        y = cross_scan(u, delta, A, Bm, Cm, self.Ds.float(), self.dt_projs_bias.float().view(-1), h, w,
-                       layout="cl")                                 # (S, G, L, Di)
-        S, G, L, Di = y.shape
-        y = y.reshape(S * G, h, w, Di)                              # (B, h, w, Di)
-        y = self.out_norm(y.to(self.out_norm.weight.dtype)) * F.silu(z)
-        return self.out_proj(y)                                     # (B, h, w, C)
+        # cross-scan (S, G, L, Di), directions merged, then out_norm(y) * silu(z): one fused pass on the GPU when
+        # MAMBAST_FUSED_MERGE=1, else the PyTorch ops
+        y = scan_norm_gate(u, delta, A, Bm, Cm, self.Ds.float(), self.dt_projs_bias.float().view(-1), h, w, z,
+                           self.out_norm.weight, self.out_norm.bias, self.out_norm.eps)   # (B, L, Di)
+        return self.out_proj(y.reshape(z.shape))                    # (B, h, w, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Self mode (encoders), spec §2.6. x: (B, h, w, C) already LayerNormed."""

@@ -1,0 +1,79 @@
+"""Fused epilogue of an SS2D block: merge the four scan directions, LayerNorm, SiLU gate, cast (Triton + reference).
+
+After the cross-scan every SS2D block does (mambast_cli/model/mambast.py, `_scan_and_merge`):
+
+    y   = sum_k slots[:, :, k]                  four direction slots (S, G, K, L, Di) fp32 -> (S*G, L, Di)
+    out = LayerNorm(y) * silu(z)                 z: the block's gate branch (B, L, Di), B = S*G
+    out -> out_proj (bf16 under autocast)
+
+In PyTorch that is five passes over (B, L, Di) tensors (slot sum, LayerNorm, SiLU, product, cast: ~52 bytes moved
+per element); the profile of the engine puts this group at about a third of the GPU time at 512²
+(BENCHMARKS.md, session 2). `merge_norm_gate` does it in one pass: reads the 4 fp32 slots and z, writes the result
+in the output dtype (~20 bytes per element). One program per token row; the direction sum runs in the fixed order
+k = 0, 1, 2, 3 and the LayerNorm statistics in fp32.
+
+Status: opt-in (env MAMBAST_FUSED_MERGE=1, inference on the Triton path only) until it is measured on a GPU:
+`kernels/bench.py --only merge` times it against `merge_norm_gate_ref`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+
+def merge_norm_gate_ref(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                        eps: float, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Reference: slots (S, G, K, L, Di) fp32, z (B, ..., Di) holding B = S*G rows of L tokens (any strides) ->
+    (B, L, Di) in out_dtype (default z's dtype): LayerNorm(sum over K) * silu(z), statistics in fp32."""
+    S, G, K, L, Di = slots.shape
+    z = z.reshape(S * G, L, Di)
+    y = slots.float().sum(dim=2).reshape(S * G, L, Di)
+    y = F.layer_norm(y, (Di,), weight.float(), bias.float(), eps)
+    out = y * F.silu(z.float())
+    return out.to(out_dtype or z.dtype)
+
+
+@triton.jit
+def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
+                            L, Di, z_stride_row, eps,
+                            K: tl.constexpr, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)          # token row r = (s*G + g) * L + t
+    sg = row // L
+    t = row % L
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < Di
+    LD = tl.cast(L, tl.int64) * Di
+    base = slots_ptr + sg * K * LD + t * Di
+    y = tl.load(base + offs, mask=mask, other=0.0)
+    for k in tl.static_range(1, K):              # fixed order: deterministic
+        y += tl.load(base + k * LD + offs, mask=mask, other=0.0)
+    mean = tl.sum(y, axis=0) / Di
+    d = tl.where(mask, y - mean, 0.0)
+    var = tl.sum(d * d, axis=0) / Di
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    yn = d * tl.rsqrt(var + eps) * w + b
+    zz = tl.load(z_ptr + row * z_stride_row + offs, mask=mask, other=0.0).to(tl.float32)
+    out = yn * (zz / (1.0 + tl.exp(-zz)))
+    tl.store(out_ptr + row * Di + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def merge_norm_gate(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                    out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Fused `merge_norm_gate_ref` (same arguments and result). z may be a strided view (e.g. one half of in_proj's
+    output) as long as each token's Di values are contiguous."""
+    S, G, K, L, Di = slots.shape
+    B = S * G
+    assert z.shape[0] == B and z.shape[-1] == Di and z.numel() == B * L * Di, (z.shape, slots.shape)
+    slots = slots.contiguous()
+    z2 = z.reshape(B * L, Di)                     # a view for in_proj's half (rows 2*Di apart); copies otherwise
+    if z2.stride(-1) != 1:
+        z2 = z2.contiguous()
+    out = torch.empty((B * L, Di), device=slots.device, dtype=out_dtype or z.dtype)
+    BLOCK_D = triton.next_power_of_2(Di)
+    nw = 4 if BLOCK_D <= 1024 else 8
+    _merge_norm_gate_kernel[(B * L,)](slots, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
+                                      float(eps), K=K, BLOCK_D=BLOCK_D, num_warps=nw)
+    return out.view(B, L, Di)
