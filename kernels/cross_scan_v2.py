@@ -392,8 +392,9 @@ def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
 # (BD channels per program, num_warps[, register cap]). Measured on an H200 at the training shape (BENCHMARKS.md):
 # (32, 1) 7.6 ms, (16, 1) 13.3, (32, 2) 14.4, (64, 4) 18.0; ptxas gives (32, 1) 255 registers (8 warps per SM), so
 # the capped variants trade spills for occupancy; the tuner decides.
-SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 128), (16, 1), (16, 1, 96), (32, 2), (64, 2), (64, 4)]
-_DEFAULT_SEQ_BWD3 = (32, 1)
+# H100 (session 2): (32,1) 7.82 ms, (32,1,168) 7.32, (32,1,128) 9.47, (16,1,96) 10.94, (64,2) 9.57; 200 / 224 untried.
+SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 200), (32, 1, 224), (32, 1, 128), (16, 1, 96), (64, 2), (64, 4)]
+_DEFAULT_SEQ_BWD3 = (32, 1, 168)
 
 
 def cross_scan_bwd_seq3_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, BT=TRAIN_BT, config=None):
