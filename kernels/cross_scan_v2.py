@@ -13,8 +13,14 @@ t+1 are issued before step t's arithmetic (register double-buffer), so their lat
 No associative scan, no shuffles along t, small register footprint (state = N*BD/threads registers per thread).
 
 Each direction writes its own (L, Di) slot of a (S, G, K, L, Di) fp32 buffer; the slots are summed in a fixed order
-(deterministic). With `save_states` it stores the state at the start of every BT-step chunk in v1's checkpoint format
-(S, K, n_chunks, N, Di), so v1's backward kernel (in its channel-last mode, CL=True) computes the gradients.
+(deterministic), by torch or by the fused epilogue (merge_norm.py). Two forms widen the parallelism where the plain
+one leaves the GPU idle: readout groups (the decoder's G contents on one recurrence, GB per program) and segments
+(long sequences cut into P parts: state pass, ordered combine, output pass). The tuner picks per shape.
+
+Backward: with `save_states` the forward stores the state at the start of every BT-step chunk (S, K, n_chunks, N, Di).
+The default backward (`_seq_bwd3_kernel`, below) is sequential too: per chunk it recomputes the states from the
+checkpoint, then runs the adjoint recurrence backwards; MAMBAST_SCAN_BWD=v1 uses v1's chunked kernel instead (in its
+channel-last mode, CL=True), which reads the same checkpoints.
 
 Layouts: layout="cf" (default, the v1 contract: u (S,Di,L), delta (S,K,Di,L), y (S,G,Di,L)) transposes u / delta to
 channel-last in the wrapper (one copy), and y back. layout="cl": u (S,L,Di), delta (S,K,L,Di), returns y (S,G,L,Di),
