@@ -1,14 +1,15 @@
 """mambast_kernels: selective-scan kernels for Mamba-ST, each beside its PyTorch reference.
 
-`cross_scan` is the one dispatch point the model calls. It picks the Triton kernel for CUDA tensors when
-Triton is importable (and `MAMBAST_SCAN=ref` is not set), and the PyTorch reference otherwise, so the CPU
-path never needs Triton.
+`cross_scan` is the one dispatch point for the scan: it picks the Triton kernel for CUDA tensors when Triton is
+importable (and `MAMBAST_SCAN=ref` is not set), and the PyTorch reference otherwise, so the CPU path never needs
+Triton. The model calls it through `scan_norm_gate` (scan, direction merge, LayerNorm, gate).
 """
 from __future__ import annotations
 
 import os
 
 import torch
+import torch.nn.functional as F
 
 from .scan_ref import K_DIRECTIONS, cross_scan_ref, direction_indices
 
@@ -68,8 +69,6 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
 
     Uses the fused Triton epilogue (`merge_norm.merge_norm_gate`: the four direction slots are summed inside it) when
     the v2 Triton scan runs, no gradient is needed and MAMBAST_FUSED_MERGE=1; otherwise the PyTorch ops."""
-    import torch.nn.functional as F
-
     if (fused_merge_enabled() and backend_for(u) == "triton" and scan_impl() == "v2"
             and not torch.is_grad_enabled()):
         from .cross_scan_v2 import cross_scan_fwd_cl

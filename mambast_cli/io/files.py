@@ -25,8 +25,10 @@ from mambast_cli.errors import OutputError
 
 PART_MARKER = ".part-"
 _PART_RE = re.compile(r"^\..+\.part-(\d+)-[0-9a-f]{8}$")
-# hidden folder of an unfinished image-sequence video output (mambast_cli.video.io.ImageSequenceWriter)
-_FRAMES_DIR_RE = re.compile(r"^\.mambast-frames\.part-(\d+)-[0-9a-f]{8}$")
+# the hidden folder of an unfinished image-sequence video output (mambast_cli.video.io.ImageSequenceWriter) is
+# temp_path(<folder>/FRAMES_DIR_NAME), so it is recognised (and removed when stale) by name
+FRAMES_DIR_NAME = "mambast-frames"
+_FRAMES_DIR_RE = re.compile(rf"^\.{re.escape(FRAMES_DIR_NAME + PART_MARKER)}(\d+)-[0-9a-f]{{8}}$")
 _MAX_COMPONENT_BYTES = 200
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")  # controls (incl. NUL, newline), separators, undecodable bytes
 
@@ -133,7 +135,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
     final = os.fspath(path)
     parent = os.path.dirname(final) or "."
     ensure_dir(parent)
-    tmp = os.path.join(parent, f".{os.path.basename(final)}{PART_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = temp_path(final)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as e:
@@ -155,6 +157,21 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
     except BaseException:  # KeyboardInterrupt mid-write: never leave the temporary behind
         _unlink_quietly(tmp)
         raise
+
+
+def temp_path(final: str | os.PathLike[str]) -> str:
+    """A hidden temporary name next to ``final``: ``<dir>/.<name>.part-<pid>-<8 hex>``, the form
+    :func:`clean_stale_parts` recognises (every writer of outputs uses it, the video writers too).
+
+    Args:
+        final: the output path.
+
+    Returns:
+        The temporary path (not created).
+    """
+    final = os.fspath(final)
+    parent = os.path.dirname(final) or "."
+    return os.path.join(parent, f".{os.path.basename(final)}{PART_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _unlink_quietly(path: str) -> None:

@@ -449,7 +449,7 @@ class MambaST(nn.Module):
             ss = ss.for_grid(self, cs.grid)
         blocks = self._cape_style_blocks(cs, ss) if self.cfg.use_cape else ss.blocks
         S, Bsz = blocks[0].u.shape[0], cs.tokens.shape[0]
-        if S < Bsz and not self._share_recurrence(cs.tokens):
+        if S < Bsz and not self._share_recurrence():
             G = Bsz // S    # one recurrence per content: same maths, faster with the current GPU kernel (BENCHMARKS.md)
             blocks = [StyleBlockTensors(b.u.repeat_interleave(G, 0), b.delta.repeat_interleave(G, 0),
                                         b.B.repeat_interleave(G, 0)) for b in blocks]
@@ -462,7 +462,7 @@ class MambaST(nn.Module):
     #: on the CPU reference scan, where the sequential loop dominates, it is much faster.
     share_style_recurrence: bool | None = None
 
-    def _share_recurrence(self, x: torch.Tensor) -> bool:
+    def _share_recurrence(self) -> bool:
         if self.share_style_recurrence is not None:
             return self.share_style_recurrence
         return os.environ.get("MAMBAST_SHARE_RECURRENCE", "1") != "0"

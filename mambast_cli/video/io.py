@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from mambast_cli.errors import InputError, OutputError, UsageError
+from mambast_cli.io.files import FRAMES_DIR_NAME, temp_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +52,6 @@ _COPY_OK: dict[str, set[str] | None] = {
     "matroska": None,
     "avi": {"mp3", "ac3", "pcm_s16le", "mp2", "aac"},
 }
-_PART = ".part-"
 
 
 @dataclass
@@ -372,20 +371,6 @@ def _shift_packet(packet: Any, shift_s: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def temp_path(final: str | os.PathLike[str]) -> str:
-    """A hidden temporary name next to ``final`` (same form as mambast_cli.io.files, so stale ones get cleaned).
-
-    Args:
-        final: the output path.
-
-    Returns:
-        ``<dir>/.<name>.part-<pid>-<8 hex>``.
-    """
-    final = os.fspath(final)
-    parent = os.path.dirname(final) or "."
-    return os.path.join(parent, f".{os.path.basename(final)}{_PART}{os.getpid()}-{secrets.token_hex(4)}")
-
-
 def default_ext(codec: str) -> str:
     """The container extension that suits an encoder when the output name is chosen for the user."""
     c = codec.lower()
@@ -689,7 +674,7 @@ class ImageSequenceWriter:
         self.width, self.height = width, height
         self.count = 0
         self.stats: dict[str, float] = {"encode_s": 0.0}
-        self.tmpdir = os.path.join(self.dir, f".mambast-frames{_PART}{os.getpid()}-{secrets.token_hex(4)}")
+        self.tmpdir = temp_path(os.path.join(self.dir, FRAMES_DIR_NAME))
         try:
             os.makedirs(self.tmpdir)
         except OSError as e:

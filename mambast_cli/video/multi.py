@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
 from mambast_cli.errors import DeviceError, InputError, MambastError, UsageError
+from mambast_cli.io.files import FRAMES_DIR_NAME, PART_MARKER
 from mambast_cli.pipeline.multi import (WORKER_RANK_ENV, StopFlag, WorkerLink, error_tuple, pump_workers,
                                         rebuild_error, send_to_worker, spawn_worker, start_worker_engine,
                                         worker_context)
@@ -136,9 +137,9 @@ def _remove_temp_outputs(job: VideoJob, pid: int) -> None:
     """Remove the temporary output a killed worker (process ``pid``) left for ``job`` (see video.io's names)."""
     folder = os.path.dirname(job.output) or "."
     if job.sequence:
-        pattern = os.path.join(glob.escape(folder), f".mambast-frames.part-{pid}-*")
+        pattern = os.path.join(glob.escape(folder), f".{FRAMES_DIR_NAME}{PART_MARKER}{pid}-*")
     else:
-        pattern = os.path.join(glob.escape(folder), f".{glob.escape(os.path.basename(job.output))}.part-{pid}-*")
+        pattern = os.path.join(glob.escape(folder), f".{glob.escape(os.path.basename(job.output))}{PART_MARKER}{pid}-*")
     for p in glob.glob(pattern):
         try:
             if os.path.isdir(p) and not os.path.islink(p):
