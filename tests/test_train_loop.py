@@ -226,6 +226,7 @@ def test_init_weights_errors(folders: tuple[Path, Path], tmp_path: Path, monkeyp
         lines = r.stderr.strip().splitlines()
         assert r.exit_code == 3 and len(lines) == 1 and lines[0].startswith("error: --init-weights "), r.stderr
         assert msg in lines[0]
+        assert not (tmp_path / "run").exists()          # a bad option leaves no run folder behind
     # "default" is the bundled file; here a stand-in made for another config than the run's (tiny)
     other = tmp_path / "other.safetensors"
     save_weights(other, MambaST(MambaSTConfig(**{**tiny_config().to_dict(), "d_model": 24, "cnn_widths": (8, 8, 8)})),

@@ -471,11 +471,6 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     t_start = time.time()
     out = Path(cfg.out)
     ckpt_path = out / "ckpt.pt"
-    if dist.main:
-        try:
-            (out / "samples").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create run folder {out}: {e}") from e
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -536,6 +531,13 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     s_it = infinite_loader(s_ds, cfg.batch_size, _seed_for(cfg.seed, 4), dist.rank, dist.world, cfg.workers, start, pin)
     validator = Validator(c_val, s_val, losses, dev, cfg.crop, cfg.val_pairs) if dist.main else None
 
+    # the run folder is created only now that the inputs, the init weights and any checkpoint have been read, so a
+    # bad option leaves nothing behind
+    if dist.main:
+        try:
+            (out / "samples").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create run folder {out}: {e}") from e
     log_f = open(out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
 
     def log(rec: dict[str, Any]) -> None:
