@@ -12,8 +12,9 @@ per element); the profile of the engine puts this group at about a third of the 
 in the output dtype (~20 bytes per element). One program per token row; the direction sum runs in the fixed order
 k = 0, 1, 2, 3 and the LayerNorm statistics in fp32.
 
-Status: opt-in (env MAMBAST_FUSED_MERGE=1, inference on the Triton path only) until it is measured on a GPU:
-`kernels/bench.py --only merge` times it against `merge_norm_gate_ref`.
+Status: on by default for inference on the Triton path (env MAMBAST_FUSED_MERGE=0 turns it off). H100, session 3
+(`kernels/bench.py --only "merge norm"`): 0.229 ms vs 0.642 ms for the PyTorch ops at 512² B8 (2.8x, 2.93 TB/s, the
+copy ceiling is 3.0 TB/s); the engine at 512² goes from 4.62 to 4.24 ms per image.
 """
 from __future__ import annotations
 

@@ -175,8 +175,8 @@ class SS2D(nn.Module):
 
     def _scan_and_merge(self, u, delta, Bm, Cm, h: int, w: int, z: torch.Tensor) -> torch.Tensor:
         A = -torch.exp(self.A_logs.float())                         # (K*Di, N)
-        # cross-scan (S, G, L, Di), directions merged, then out_norm(y) * silu(z): one fused pass on the GPU when
-        # MAMBAST_FUSED_MERGE=1, else the PyTorch ops
+        # cross-scan (S, G, L, Di), directions merged, then out_norm(y) * silu(z): one fused pass on the GPU at
+        # inference (MAMBAST_FUSED_MERGE=0 turns it off), else the PyTorch ops
         y = scan_norm_gate(u, delta, A, Bm, Cm, self.Ds.float(), self.dt_projs_bias.float().view(-1), h, w, z,
                            self.out_norm.weight, self.out_norm.bias, self.out_norm.eps)   # (B, L, Di)
         return self.out_proj(y.reshape(z.shape))                    # (B, h, w, C)

@@ -46,8 +46,19 @@ def test_model_with_fused_epilogue_matches_reference_path(monkeypatch):
         monkeypatch.setenv("MAMBAST_SCAN", "ref")
         ref = model(c, s, seed=3)
         monkeypatch.setenv("MAMBAST_SCAN", "triton")
-        monkeypatch.setenv("MAMBAST_FUSED_MERGE", "1")
+        monkeypatch.delenv("MAMBAST_FUSED_MERGE", raising=False)   # on by default
         fused = model(c, s, seed=3)
     rel = ((fused - ref).norm() / ref.norm()).item()
     assert rel < 1e-4, rel
     assert len(calls) == 9          # every SS2D block took it: content and style encoders, decoder (3 layers each)
+
+
+@pytest.mark.parametrize("value,on", [(None, True), ("1", True), ("0", False)])
+def test_fused_epilogue_is_on_by_default_and_env_turns_it_off(monkeypatch, value, on):
+    from mambast_kernels import fused_merge_enabled
+
+    if value is None:
+        monkeypatch.delenv("MAMBAST_FUSED_MERGE", raising=False)
+    else:
+        monkeypatch.setenv("MAMBAST_FUSED_MERGE", value)
+    assert fused_merge_enabled() is on
