@@ -144,9 +144,10 @@ FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
 # tensors per content (measured on an H100, 512², G=8: 8 recurrences 2.69 ms, GB=2 3.37, GB=8 11.2).
 FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64, 4, 16), (32, 2, 16), (64, 4, 2),
                  (64, 2, 2), (64, 2, 1), (128, 4, 1), (32, 2, 1)]
-# (BD, num_warps, GB (0 = all), P segments): the segmented form, tried for long sequences (L >= 2048) only.
+# (BD, num_warps, GB (0 = all), P segments): the segmented form, tried for long sequences (L >= 1024) only.
 # Two (BD, warps) shapes only, so a new sequence length compiles at most four extra kernel variants (SEG 1 and 2).
 FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 1, 8)]
+SEG_MIN_L = 1024       # 256² images (L = 1024) run at B = 1 / one recurrence many readouts: latency-bound without segments
 _DEFAULT_FWD = (64, 4)
 TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
 BWD_CONFIGS = v1.BWD_CONFIGS
@@ -242,7 +243,7 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
     key = f"v2fwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|{dev}"
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
-                     config, grouped=G > 1 and not save_states, segmented=L >= 2048 and not save_states)
+                     config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
     return (slots.sum(dim=2) if merge else slots), hck, cfg
 
