@@ -478,7 +478,7 @@ class Engine:
     # content side
 
     def stylize(self, contents: torch.Tensor, style: StyleHandle, *, alpha: float = 1.0,
-                preserve_color: bool = False) -> torch.Tensor:
+                preserve_color: bool = False, on_device: bool = False) -> torch.Tensor:
         """Stylise a batch of same-size contents with one style.
 
         Args:
@@ -488,9 +488,11 @@ class Engine:
                 where identity = the decoder run with the content as its own style (what the model reconstructs
                 the content from); then rendered once. alpha = 1 skips the identity pass, alpha = 0 the stylised one.
             preserve_color: keep the output's luminance and the content's chroma (YCbCr, BT.601).
+            on_device: return the result on the engine's device instead of copying it to the CPU (for callers that
+                post-process on the GPU and copy back fewer bytes, e.g. the video job's uint8 frames).
 
         Returns:
-            (B, 3, H, W) float32 in [0, 1] on the CPU.
+            (B, 3, H, W) float32 in [0, 1] on the CPU (pinned on CUDA), or on the engine's device with on_device.
 
         Raises:
             DeviceError: out of memory even at batch 1 with the smallest tiles.
@@ -508,7 +510,7 @@ class Engine:
             chunk = contents[i:i + step]
             failed = False
             try:
-                outs.append(self._run(chunk, style, float(alpha), bool(preserve_color), render_pixels))
+                outs.append(self._run(chunk, style, float(alpha), bool(preserve_color), render_pixels, on_device))
             except _OOM:
                 failed = True
             if failed:
@@ -530,8 +532,8 @@ class Engine:
 
     @torch.inference_mode()
     def _run(self, contents: torch.Tensor, style: StyleHandle, alpha: float, keep_color: bool,
-             render_pixels: int) -> torch.Tensor:
-        """One batch through the model; returns float32 CPU (pinned when on CUDA)."""
+             render_pixels: int, on_device: bool = False) -> torch.Tensor:
+        """One batch through the model; returns float32 CPU (pinned when on CUDA), or on the device with on_device."""
         dev = self.device
         x = contents.to(dev, non_blocking=contents.is_pinned()).float()
         with self._autocast():
@@ -559,7 +561,7 @@ class Engine:
             img = preserve_color(img, x)
         img = img.clamp_(0.0, 1.0)
         self._stats["batches"] += 1
-        if dev.type == "cuda":
+        if dev.type == "cuda" and not on_device:
             host = torch.empty(img.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(img, non_blocking=True)
             torch.cuda.current_stream(dev).synchronize()

@@ -86,7 +86,8 @@ class FakeEngine:
             self._cache[key] = h
         return h
 
-    def stylize(self, contents: Any, style: FakeStyle, *, alpha: float = 1.0, preserve_color: bool = False) -> Any:
+    def stylize(self, contents: Any, style: FakeStyle, *, alpha: float = 1.0, preserve_color: bool = False,
+                on_device: bool = False) -> Any:
         """Blend each content with the style's mean colour; honours the slow/oom/interrupt modes."""
         import torch
 
