@@ -288,6 +288,7 @@ def main():
         ("v2 dec 512 G8 bf16 cl", row_fwd_v2, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
         ("v2 dec 256 G64 bf16 cl", row_fwd_v2, dict(S=1, G=64, h=32, w=32, dtype=bf16)),
         ("v2 enc 256 B64 bf16 cl", row_fwd_v2, dict(S=64, G=1, h=32, w=32, dtype=bf16)),
+        ("v2 L 256 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=32, w=32, dtype=bf16)),
         ("v2 L 1024 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=128, w=128, dtype=bf16)),
         ("v2 L 2048 B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=256, w=256, dtype=bf16)),
         ("v2 enc 4K B1 bf16 cl", row_fwd_v2, dict(S=1, G=1, h=270, w=480, dtype=bf16)),
