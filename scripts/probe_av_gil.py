@@ -1,0 +1,55 @@
+"""How much PyAV's frame conversion and libx264 encoding hold Python's GIL (why the video job's encode thread and the
+thread that launches the model's GPU kernels do not overlap; docs/video.md, Speed).
+
+For each step, 40 frames of 1920x1080: its time alone, its time while a pure-Python loop runs in another thread,
+and how fast that loop runs meanwhile (100 % = the step never holds the GIL). x264 gets one thread, so the two
+threads need only two cores.
+
+    python scripts/probe_av_gil.py [SWITCH_INTERVAL_S]      # default 0.005, Python's own default
+"""
+import io
+import sys
+import threading
+import time
+
+import av
+import numpy as np
+
+W, H, N = 1920, 1080, 40
+img = (np.random.default_rng(0).integers(0, 255, (H, W, 3))).astype(np.uint8)
+yuv = np.random.default_rng(1).integers(0, 255, (H * 3 // 2, W)).astype(np.uint8)
+def make_enc():
+    out = av.open(io.BytesIO(), "w", format="mp4")
+    vs = out.add_stream("libx264", rate=30); vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    vs.codec_context.options = {"preset": "superfast", "crf": "18", "threads": "1"}
+    return out, vs
+frames_yuv = [av.VideoFrame.from_ndarray(yuv, format="yuv420p") for _ in range(N)]
+def job(kind):
+    if kind == "from_ndarray rgb24":
+        for i in range(N): av.VideoFrame.from_ndarray(img, format="rgb24")
+    elif kind == "rgb24 -> yuv420p reformat":
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for i in range(N): f.reformat(format="yuv420p")
+    elif kind == "from_ndarray yuv420p":
+        for i in range(N): av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    elif kind == "encode (yuv420p frames)":
+        out, vs = make_enc()
+        for i, f in enumerate(frames_yuv):
+            f.pts = i
+            for p in vs.encode(f): out.mux(p)
+        for p in vs.encode(): out.mux(p)
+        out.close()
+def spin(th):
+    n = 0; t = time.perf_counter()
+    while th.is_alive(): n += 1
+    return n / (time.perf_counter() - t)
+def base():
+    n = 0; t = time.perf_counter()
+    while time.perf_counter() - t < 1.0: n += 1
+    return n
+sys.setswitchinterval(float(sys.argv[1]) if len(sys.argv) > 1 else 0.005)
+b = base()
+for kind in ["from_ndarray rgb24", "rgb24 -> yuv420p reformat", "from_ndarray yuv420p", "encode (yuv420p frames)"]:
+    t = time.perf_counter(); job(kind); alone = time.perf_counter() - t
+    th = threading.Thread(target=job, args=(kind,)); t = time.perf_counter(); th.start(); r = spin(th); th.join(); both = time.perf_counter() - t
+    print(f"{kind:28} alone {alone*1000/N:6.2f} ms/frame, with a Python loop beside it {both*1000/N:6.2f} ms/frame; loop at {r/b:4.0%} of its speed")
