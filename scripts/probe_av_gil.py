@@ -6,6 +6,9 @@ and how fast that loop runs meanwhile (100 % = the step never holds the GIL). x2
 threads need only two cores.
 
     python scripts/probe_av_gil.py [SWITCH_INTERVAL_S]      # default 0.005, Python's own default
+
+Then the video job's case: the writer fed from a thread while the main thread runs Python, with the encode thread
+(VideoWriter) and with the encoder process (ProcessVideoWriter, MAMBAST_VIDEO_ENCODER=process).
 """
 import io
 import sys
@@ -14,6 +17,8 @@ import time
 
 import av
 import numpy as np
+
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
 
 W, H, N = 1920, 1080, 40
 img = (np.random.default_rng(0).integers(0, 255, (H, W, 3))).astype(np.uint8)
@@ -47,9 +52,48 @@ def base():
     n = 0; t = time.perf_counter()
     while time.perf_counter() - t < 1.0: n += 1
     return n
-sys.setswitchinterval(float(sys.argv[1]) if len(sys.argv) > 1 else 0.005)
-b = base()
-for kind in ["from_ndarray rgb24", "rgb24 -> yuv420p reformat", "from_ndarray yuv420p", "encode (yuv420p frames)"]:
-    t = time.perf_counter(); job(kind); alone = time.perf_counter() - t
-    th = threading.Thread(target=job, args=(kind,)); t = time.perf_counter(); th.start(); r = spin(th); th.join(); both = time.perf_counter() - t
-    print(f"{kind:28} alone {alone*1000/N:6.2f} ms/frame, with a Python loop beside it {both*1000/N:6.2f} ms/frame; loop at {r/b:4.0%} of its speed")
+def writer_probe() -> None:
+    """The video job's case: a writer encodes 40 frames from a thread (as the encode thread does) while the main
+    thread runs Python (as the model's kernel launches do). Encode thread vs `MAMBAST_VIDEO_ENCODER=process`."""
+    import os
+    import tempfile
+    from fractions import Fraction
+
+    from mambast_cli.video.encoder_proc import ProcessVideoWriter
+    from mambast_cli.video.io import VideoInfo, VideoWriter
+
+    with tempfile.TemporaryDirectory() as d:
+        info = VideoInfo(path=os.path.join(d, "none.mp4"), coded_width=W, coded_height=H, rotation=0, width=W,
+                         height=H, time_base=Fraction(1, 30), rate=Fraction(30), frames=N, duration_s=N / 30,
+                         start_s=0.0, declared_end_s=None, codec="h264", pix_fmt="yuv420p", colorspace=1,
+                         color_range=1, color_primaries=1, color_trc=1)
+        for name, cls in (("encode thread", VideoWriter), ("encoder process", ProcessVideoWriter)):
+            w = cls(os.path.join(d, f"{name[:6]}.mp4"), info, width=W, height=H, preset="superfast", threads=1, copy=False)
+            t0 = time.perf_counter()
+
+            def feed() -> None:
+                for i in range(N):
+                    w.write(img, i)
+                w.commit()
+            th = threading.Thread(target=feed)
+            th.start()
+            r = spin(th)
+            th.join()
+            print(f"{name:16} 40 frames in {time.perf_counter() - t0:5.2f} s; a Python loop in the main thread ran at "
+                  f"{r / b:4.0%} of its speed meanwhile")
+
+
+def step_probe() -> None:
+    """Each PyAV step alone vs beside a Python loop."""
+    global b
+    sys.setswitchinterval(float(sys.argv[1]) if len(sys.argv) > 1 else 0.005)
+    b = base()
+    for kind in ["from_ndarray rgb24", "rgb24 -> yuv420p reformat", "from_ndarray yuv420p", "encode (yuv420p frames)"]:
+        t = time.perf_counter(); job(kind); alone = time.perf_counter() - t
+        th = threading.Thread(target=job, args=(kind,)); t = time.perf_counter(); th.start(); r = spin(th); th.join(); both = time.perf_counter() - t
+        print(f"{kind:28} alone {alone*1000/N:6.2f} ms/frame, with a Python loop beside it {both*1000/N:6.2f} ms/frame; loop at {r/b:4.0%} of its speed")
+
+
+if __name__ == "__main__":
+    step_probe()
+    writer_probe()

@@ -12,7 +12,9 @@ Pipeline (per video):
         → optional TemporalSmoother → uint8
         → bounded queue →
     writer thread: colour conversion + encode + mux (copied audio/subtitle packets flow through the same queues,
-        in order), into a hidden temporary file renamed at the end.
+        in order), into a hidden temporary file renamed at the end. With env MAMBAST_VIDEO_ENCODER=process the
+        writer thread only hands frames and packets to a child process that encodes (encoder_proc.py: PyAV holds
+        the GIL while it converts and encodes, which stalls the main thread's kernel launches).
 A failing input leaves no output file; Ctrl-C removes the temporary file.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
 from mambast_cli.io import clean_stale_parts
 from mambast_cli.video import io as vio
+from mambast_cli.video.encoder_proc import make_writer
 
 EventFn = Callable[[dict[str, Any]], None]
 MAX_BATCH = 16
@@ -337,7 +340,7 @@ def process_video(
         ew, eh = vio.encoder_size(W, H, pix_fmt)
         if (ew, eh) != (W, H):
             warn(f"{W}x{H} is odd for {pix_fmt}: cropped 1 px to {ew}x{eh}")
-        writer = vio.VideoWriter(job.output, info, width=ew, height=eh, codec=opts.codec, pix_fmt=pix_fmt,
+        writer = make_writer(job.output, info, width=ew, height=eh, codec=opts.codec, pix_fmt=pix_fmt,
                                  crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads,
                                  copy=opts.copy_streams, on_warning=warn)
     total = info.frames

@@ -1,0 +1,221 @@
+"""A video writer whose encoder runs in a child process, so libx264 does not compete for the GIL.
+
+Why: PyAV's RGB→YUV conversion and libx264 encoding hold Python's GIL for much of their time
+(`scripts/probe_av_gil.py`: a Python loop beside them runs at 13–33 % of its speed). In the video job the encode
+thread then stalls the thread that launches the model's GPU kernels, and the two do not overlap (docs/video.md,
+Speed). Here the parent only sends bytes down a pipe (the GIL is released while the pipe write blocks) and a child
+process, with its own GIL, owns the :class:`~mambast_cli.video.io.VideoWriter`.
+
+Status: opt-in (env ``MAMBAST_VIDEO_ENCODER=process``) until it is measured on the GPU machine; the default is the
+encode thread. Same interface as VideoWriter (write, mux_copy, commit, abort, stats, tmp, final) and the same
+guarantees: the output appears only at commit (temp name + rename, done by the child), abort removes the temp file,
+and a child left behind by a killed parent notices, removes its temp file and exits.
+
+Protocol (parent → child on one pipe): ("frame", pts, shape) followed by the raw uint8 bytes; ("copy", index,
+data, pts, dts, time_base, keyframe, duration) for a remuxed packet; ("commit",); ("abort",). Child → parent:
+("ready", tmp, warnings) once the output is open, ("done", stats) after commit, ("error", class, message, hint).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
+
+_ERRORS: dict[str, type[MambastError]] = {"OutputError": OutputError, "UsageError": UsageError,
+                                          "InputError": InputError}
+
+
+def encoder_mode() -> str:
+    """'process' when env MAMBAST_VIDEO_ENCODER=process, else 'thread' (the default)."""
+    return "process" if os.environ.get("MAMBAST_VIDEO_ENCODER", "").lower() == "process" else "thread"
+
+
+def _error_message(e: BaseException) -> tuple[str, str, str, str | None]:
+    name = type(e).__name__ if isinstance(e, MambastError) else "OutputError"
+    msg = str(e) if isinstance(e, MambastError) else f"video encoder failed: {type(e).__name__}: {e}"
+    return ("error", name, msg, getattr(e, "hint", None))
+
+
+def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: int, kwargs: dict) -> None:
+    """The child process: open the VideoWriter, then serve the parent's messages until commit or abort."""
+    import numpy as np
+
+    from mambast_cli.video.io import VideoWriter
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C goes to the parent, which then sends "abort"
+    warnings: list[str] = []
+    try:
+        writer = VideoWriter(final, info, width=width, height=height, on_warning=warnings.append, **kwargs)
+    except BaseException as e:  # noqa: BLE001  reported to the parent
+        res.send(_error_message(e))
+        return
+    res.send(("ready", writer.tmp, warnings))
+    parent = os.getppid()
+    buf = bytearray()
+    try:
+        while True:
+            while not cmd.poll(1.0):
+                if os.getppid() != parent:               # the parent was killed: clean up and go
+                    writer.abort()
+                    return
+            msg = cmd.recv()
+            kind = msg[0]
+            if kind == "frame":
+                _, pts, shape = msg
+                n = int(shape[0]) * int(shape[1]) * int(shape[2])
+                if len(buf) != n:
+                    buf = bytearray(n)
+                cmd.recv_bytes_into(buf)
+                writer.write(np.frombuffer(buf, dtype=np.uint8).reshape(shape), pts)   # copies out of buf
+            elif kind == "copy":
+                import av
+
+                _, index, data, pts, dts, tb, key, duration = msg
+                pkt = av.Packet(data)
+                pkt.pts, pkt.dts, pkt.time_base, pkt.is_keyframe = pts, dts, tb, key
+                if duration:
+                    pkt.duration = duration
+                writer.mux_copy(index, pkt)
+            elif kind == "commit":
+                writer.commit()
+                res.send(("done", dict(writer.stats)))
+                return
+            else:                                        # "abort"
+                writer.abort()
+                return
+    except BaseException as e:  # noqa: BLE001  EOF from a dead parent, an encoder or disk error
+        writer.abort()
+        try:
+            res.send(_error_message(e))
+        except OSError:
+            pass
+
+
+class ProcessVideoWriter:
+    """VideoWriter's interface, with the encoding done in a child process (see the module docstring).
+
+    Not thread-safe: one thread calls write/mux_copy/commit/abort (as for VideoWriter).
+    """
+
+    def __init__(self, final: str | os.PathLike[str], info: Any, *, width: int, height: int,
+                 on_warning: Any = None, **kwargs: Any) -> None:
+        """Start the child and open the output there; the arguments are VideoWriter's.
+
+        Raises:
+            UsageError, OutputError: as VideoWriter (relayed from the child).
+        """
+        import multiprocessing as mp
+
+        self.final = os.fspath(final)
+        self.width, self.height = width, height
+        self.stats: dict[str, float] = {"encode_s": 0.0}
+        self.tmp: str | None = None
+        ctx = mp.get_context("spawn")                     # never fork a process that holds CUDA
+        cmd_r, self._cmd = ctx.Pipe(duplex=False)
+        self._res, res_w = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_child_main, name="mambast-encoder", daemon=True,
+                                 args=(cmd_r, res_w, self.final, info, width, height, kwargs))
+        self._proc.start()
+        cmd_r.close()
+        res_w.close()
+        self._done = False
+        msg = self._reply()
+        if msg[0] == "ready":
+            self.tmp = msg[1]
+            for w in msg[2]:
+                if on_warning:
+                    on_warning(w)
+
+    def _reply(self) -> tuple:
+        """The child's next message; raises its error, or OutputError if it died without one."""
+        while not self._res.poll(0.5):
+            if not self._proc.is_alive() and not self._res.poll(0):
+                self._done = True
+                raise OutputError(f"cannot write {self.final}: the encoder process exited "
+                                  f"(code {self._proc.exitcode})")
+        try:
+            msg = self._res.recv()
+        except EOFError:
+            self._done = True
+            raise OutputError(f"cannot write {self.final}: the encoder process exited") from None
+        if msg[0] == "error":
+            self._done = True
+            self._proc.join(timeout=10)
+            raise _ERRORS.get(msg[1], OutputError)(msg[2], hint=msg[3])
+        return msg
+
+    def _send(self, msg: tuple, payload: Any = None) -> None:
+        if self._done:
+            raise OutputError(f"cannot write {self.final}: the encoder process has stopped")
+        if self._res.poll(0):                            # an error the child reported since the last call
+            self._reply()
+        try:
+            self._cmd.send(msg)
+            if payload is not None:
+                self._cmd.send_bytes(payload)
+        except (BrokenPipeError, EOFError, OSError):
+            if self._res.poll(1.0):
+                self._reply()
+            self._done = True
+            raise OutputError(f"cannot write {self.final}: the encoder process exited") from None
+
+    def write(self, image: Any, pts: int) -> None:
+        """Send one RGB frame ((H, W, 3) uint8, at least the encoder size; cropped here) to the encoder."""
+        import numpy as np
+
+        if image.shape[0] != self.height or image.shape[1] != self.width:
+            image = image[: self.height, : self.width]
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        self._send(("frame", pts, image.shape), memoryview(image).cast("B"))
+
+    def mux_copy(self, index: int, packet: Any) -> None:
+        """Send one packet of a copied stream (already time-shifted) to be remuxed."""
+        self._send(("copy", index, bytes(packet), packet.pts, packet.dts, packet.time_base, bool(packet.is_keyframe),
+                    packet.duration))
+
+    def commit(self) -> None:
+        """Flush, close and rename in the child; returns when the output is in place.
+
+        Raises:
+            OutputError: the child could not finish (its temporary file is removed).
+        """
+        t0 = time.perf_counter()
+        self._send(("commit",))
+        msg = self._reply()
+        self._done = True
+        self._proc.join(timeout=30)
+        self.stats.update(msg[1])
+        self.stats["commit_wait_s"] = time.perf_counter() - t0
+
+    def abort(self) -> None:
+        """Stop the child and remove the temporary file (safe to call twice)."""
+        if not self._done:
+            self._done = True
+            try:
+                self._cmd.send(("abort",))
+            except OSError:
+                pass
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=5)
+        if self.tmp:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+
+
+def make_writer(final: str | os.PathLike[str], info: Any, **kwargs: Any) -> Any:
+    """A VideoWriter, or a ProcessVideoWriter when `encoder_mode()` is 'process' (not inside a daemonic process,
+    such as a `--devices` worker, which may not start children: there the encode thread is used)."""
+    import multiprocessing as mp
+
+    if encoder_mode() == "process" and not mp.current_process().daemon:
+        return ProcessVideoWriter(final, info, **kwargs)
+    from mambast_cli.video.io import VideoWriter
+
+    return VideoWriter(final, info, **kwargs)

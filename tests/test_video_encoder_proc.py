@@ -1,0 +1,102 @@
+"""The opt-in encoder process (MAMBAST_VIDEO_ENCODER=process, mambast_cli/video/encoder_proc.py): same output as the
+encode thread, errors relayed as one-line errors, nothing left behind on abort or when the parent is killed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("torch")
+
+from mambast_cli.errors import OutputError  # noqa: E402
+from mambast_cli.video import VideoOptions, run_videos  # noqa: E402
+from mambast_cli.video import io as vio  # noqa: E402
+from mambast_cli.video.encoder_proc import ProcessVideoWriter, encoder_mode, make_writer  # noqa: E402
+
+from tests.test_video import audio_packets, engine, make_video, no_temp_left, style, video_facts  # noqa: E402,F401
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+
+def test_mode_switch(monkeypatch) -> None:
+    monkeypatch.delenv("MAMBAST_VIDEO_ENCODER", raising=False)
+    assert encoder_mode() == "thread"
+    monkeypatch.setenv("MAMBAST_VIDEO_ENCODER", "process")
+    assert encoder_mode() == "process"
+
+
+def test_process_encoder_gives_the_same_file_contents(tmp_path: Path, engine, style: str, monkeypatch) -> None:  # noqa: F811
+    src = tmp_path / "clip.mp4"
+    times = make_video(src, w=47, h=33, n=14, vfr=True, rotation=90, pix_fmt="yuv444p")
+    outs = {}
+    for mode in ("thread", "process"):
+        monkeypatch.setenv("MAMBAST_VIDEO_ENCODER", mode)
+        outs[mode] = tmp_path / mode / "styled.mp4"
+        rep = run_videos([src], style, engine, VideoOptions(output=str(outs[mode])))
+        assert rep.ok and rep.items[0].frames == 14, rep
+        assert no_temp_left(outs[mode].parent)
+    f = video_facts(outs["process"])
+    assert np.allclose(f["times"], times, atol=1e-3) and f["size"] == (32, 46)
+    assert audio_packets(outs["process"]) == audio_packets(src) and audio_packets(src)     # audio remuxed as is
+    a, b = decoded(outs["thread"]), decoded(outs["process"])
+    assert len(a) == len(b) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))     # same pictures
+
+
+def _info(tmp_path: Path) -> vio.VideoInfo:
+    src = tmp_path / "src.mp4"
+    make_video(src, n=4, audio=False)
+    return vio.probe(str(src))
+
+
+def test_encoder_errors_are_relayed_and_abort_cleans_up(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MAMBAST_VIDEO_ENCODER", raising=False)
+    info = _info(tmp_path)
+    with pytest.raises(OutputError, match="cannot start encoding"):
+        ProcessVideoWriter(tmp_path / "bad.mp4", info, width=48, height=32, codec="no-such-encoder")
+    w = make_writer(tmp_path / "x.mp4", info, width=48, height=32)             # thread mode: a VideoWriter
+    assert isinstance(w, vio.VideoWriter)
+    w.abort()
+    pw = ProcessVideoWriter(tmp_path / "y.mp4", info, width=48, height=32, preset="ultrafast")
+    assert pw.tmp and os.path.exists(pw.tmp)
+    pw.write(np.zeros((32, 48, 3), np.uint8), 0)
+    pw.abort()
+    pw.abort()                                                                   # twice is fine
+    assert not os.path.exists(pw.tmp) and not (tmp_path / "y.mp4").exists()
+    assert no_temp_left(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_child_of_a_killed_parent_removes_its_temp_file(tmp_path: Path) -> None:
+    info_src = tmp_path / "src.mp4"
+    make_video(info_src, n=4, audio=False)
+    script = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        from mambast_cli.video import io as vio
+        from mambast_cli.video.encoder_proc import ProcessVideoWriter
+        w = ProcessVideoWriter({str(tmp_path / "out.mp4")!r}, vio.probe({str(info_src)!r}), width=48, height=32,
+                               preset="ultrafast")
+        w.write(np.zeros((32, 48, 3), np.uint8), 0)
+        print(w.tmp, flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    tmp = p.stdout.readline().strip()
+    assert tmp and os.path.exists(tmp)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 20
+    while os.path.exists(tmp) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not os.path.exists(tmp) and not (tmp_path / "out.mp4").exists()
