@@ -264,3 +264,27 @@ def test_style_inside_output_is_never_overwritten(tmp_path: Path, make_image: An
     report, events = _run(plan)
     assert trap.read_bytes() == before
     assert any(e.kind == "skipped" and "style image" in (e.message or "") for e in events)
+
+
+def test_uint8_device_path_writes_the_same_bytes(tmp_path: Path, make_image: Any, monkeypatch) -> None:
+    """The CUDA-engine path (pictures as uint8, converted on the device, `_upload`/`_download`) gives the same output
+    bytes as the CPU path (float tensors converted in the decode/write threads); forced here on a CPU engine."""
+    import torch
+
+    from mambast_cli.engine import Engine
+    from mambast_cli.model import MambaST, tiny_config
+    from mambast_cli.pipeline import run as prun
+
+    for i, size in enumerate([(40, 24), (40, 24), (24, 40)]):                    # two buckets
+        make_image(f"in/p{i}.png", size=size, noise=True)
+    s = make_image("art.png", size=(32, 32), noise=True)
+    torch.manual_seed(0)
+    eng = Engine(model=MambaST(tiny_config()), device="cpu", disk_cache=False)
+    outs = {}
+    for gpu_io in (False, True):
+        monkeypatch.setattr(prun, "_is_cuda", lambda d, on=gpu_io: on)
+        out = tmp_path / f"out{int(gpu_io)}"
+        report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], out, fmt="png"), eng)
+        assert report.success and report.ok == 3
+        outs[gpu_io] = {p.name: p.read_bytes() for p in sorted(out.rglob("*.png"))}
+    assert len(outs[True]) == 3 and outs[True] == outs[False]

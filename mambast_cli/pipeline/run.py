@@ -32,6 +32,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+from PIL import Image
+
 from mambast_cli.errors import DeviceError, MambastError, OutputError
 from mambast_cli.io import (
     DEFAULT_MAX_PIXELS,
@@ -152,8 +155,37 @@ class Report:
 class _Item:
     ci: int
     styles: tuple[int, ...]
-    tensor: Any  # (3, H, W) float CPU tensor
+    pixels: Any  # (H, W, 3) uint8 numpy array for a CUDA engine (converted there), else a (3, H, W) float tensor
     t0: float
+
+
+def _is_cuda(device: Any) -> bool:
+    import torch
+
+    return isinstance(device, torch.device) and device.type == "cuda"
+
+
+def _size(item: _Item) -> tuple[int, int]:
+    p = item.pixels
+    return (int(p.shape[0]), int(p.shape[1])) if isinstance(p, np.ndarray) else (int(p.shape[1]), int(p.shape[2]))
+
+
+def _upload(pixels: list[Any], device: Any, torch: Any) -> Any:
+    """(H, W, 3) uint8 arrays → (B, 3, H, W) float in [0, 1] on a CUDA `device`.
+
+    The bytes travel as uint8 (a quarter of float's) and the conversion runs on the GPU; the values are those of
+    `image_to_tensor` (uint8 / 255 in fp32)."""
+    t = torch.from_numpy(np.stack(pixels))
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+
+
+def _download(out: Any, torch: Any) -> Any:
+    """(B, 3, H, W) float in [0, 1] on any device → (B, H, W, 3) uint8 numpy, rounded as `tensor_to_image` does
+    (clamp, ×255, round), on the device, so one uint8 copy comes back instead of float pictures."""
+    return (out.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+            .permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
 
 def _cpu_workers(n: int | None) -> int:
@@ -244,6 +276,9 @@ class _Runner:
         self.cleaned_dirs: set[str] = set()
         self.write_slots = threading.BoundedSemaphore(1)  # replaced in run()
         self.oom_types = _out_of_memory_types()
+        # On a CUDA engine pictures travel as uint8 and are converted on the GPU (`_upload`, `_download`); on the
+        # CPU the decode and write threads convert them, in parallel, as float tensors. Same bytes either way.
+        self.gpu_io = _is_cuda(getattr(engine, "device", None))
 
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, ev: Event) -> None:
@@ -306,6 +341,8 @@ class _Runner:
         try:
             img = load_image(source_bytes(src), name=src.display, size=self.opts.size,
                              max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
+            if self.gpu_io:
+                return _Item(ci, styles, np.asarray(img.convert("RGB"), dtype=np.uint8), t0)
             return _Item(ci, styles, image_to_tensor(img), t0)
         except MambastError as e:
             return e
@@ -356,7 +393,7 @@ class _Runner:
             if self.stop.is_set():
                 return
             sub = [it for it in items if si in it.styles]
-            size = tuple(sub[0].tensor.shape[1:])
+            size = _size(sub[0])
             cap = self.batch_for(size)  # type: ignore[arg-type]
             for k in range(0, len(sub), cap):
                 self._run_chunk(sub[k : k + cap], si, size, torch)  # type: ignore[arg-type]
@@ -364,9 +401,15 @@ class _Runner:
     def _run_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
         if self.stop.is_set():
             return
-        x = torch.stack([it.tensor for it in chunk])
         try:
-            out = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha, preserve_color=self.opts.preserve_color)
+            if self.gpu_io:
+                x = _upload([it.pixels for it in chunk], self.engine.device, torch)
+                out = _download(self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
+                                                    preserve_color=self.opts.preserve_color, on_device=True), torch)
+            else:
+                x = torch.stack([it.pixels for it in chunk])
+                out = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
+                                          preserve_color=self.opts.preserve_color)
         except self.oom_types as e:
             del x
             _free_device_memory()
@@ -405,7 +448,7 @@ class _Runner:
         try:
             if self.fatal is not None:
                 return
-            img = tensor_to_image(out)
+            img = Image.fromarray(out, "RGB") if isinstance(out, np.ndarray) else tensor_to_image(out)
             data = encode_image(img, self.plan.fmt, self.opts.quality)
             target = self.plan.output_for(it.ci, si)
             if target is None:
@@ -450,7 +493,7 @@ class _Runner:
                 buckets: dict[tuple[int, int], list[_Item]] = {}
                 waiting = 0
                 for item in self.decoded(decoder):
-                    size = tuple(item.tensor.shape[1:])
+                    size = _size(item)
                     buckets.setdefault(size, []).append(item)  # type: ignore[arg-type]
                     waiting += 1
                     if len(buckets[size]) >= self.batch_for(size):  # type: ignore[arg-type]
