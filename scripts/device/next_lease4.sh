@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Prepared in session 3, NOT yet run (nvidia-h100-x1, two calls of ~4 min; weights out of the tree, carry the av wheel):
+#   PART=1: 1080p video end to end with the encode thread vs the encoder process (MAMBAST_VIDEO_ENCODER=process).
+#           If the process overlaps with stylisation (wall ≈ max of the stylise and encode busy times instead of
+#           their sum), make it the default.
+#   PART=2: the image pipeline end to end (512² JPEG folder → JPEGs, one GPU, in-process row of bench_multi) now that
+#           pictures travel as uint8 and are converted on the GPU; compare with session 1's 81 img/s (BENCHMARKS.md).
+set -o pipefail
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+if [ "${PART:-1}" = 1 ]; then
+  python3 scripts/probe_av_gil.py 2>&1 | tail -6
+  for m in thread process; do
+    echo "== MAMBAST_VIDEO_ENCODER=$m"
+    MAMBAST_VIDEO_ENCODER=$m timeout 200 python3 scripts/bench_video.py --frames 480 --presets superfast ultrafast \
+      --smooth 4 --json-out $OUT/bench_video_$m.json 2>&1 | tail -4
+  done
+else
+  timeout 400 python3 scripts/bench_multi.py --gpus 1 --images 3000 --precision bf16 --json-out $OUT/bench_multi.json 2>&1 | tail -8
+fi
