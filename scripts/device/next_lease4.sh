@@ -5,6 +5,7 @@
 #           their sum), make it the default.
 #   PART=2: the image pipeline end to end (512² JPEG folder → JPEGs, one GPU, in-process row of bench_multi) now that
 #           pictures travel as uint8 and are converted on the GPU; compare with session 1's 81 img/s (BENCHMARKS.md).
+#   PART=3: never measured yet (issue 5): one 7680×4320 image, and the peak-memory-vs-pixels curve.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -16,6 +17,10 @@ if [ "${PART:-1}" = 1 ]; then
     MAMBAST_VIDEO_ENCODER=$m timeout 200 python3 scripts/bench_video.py --frames 480 --presets superfast ultrafast \
       --smooth 4 --json-out $OUT/bench_video_$m.json 2>&1 | tail -4
   done
+elif [ "$PART" = 3 ]; then
+  timeout 500 python3 -m mambast_cli.engine.bench --sizes 512 --protocol 0x0 --large 4320x7680 \
+    --curve 512,1024,2048,3072,4096,5760 --no-baseline --json > $OUT/engine_8k.json 2> $OUT/engine_8k.err
+  python3 -c "import json; from mambast_cli.engine.bench import format_report; print(format_report(json.load(open('$OUT/engine_8k.json'))))" 2>&1 | tail -20
 else
   timeout 400 python3 scripts/bench_multi.py --gpus 1 --images 3000 --precision bf16 --json-out $OUT/bench_multi.json 2>&1 | tail -8
 fi
