@@ -261,3 +261,32 @@ def test_unused_parameters_can_be_left_out(tmp_path):
     c, s = torch.rand(1, 3, 24, 40), torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(m(c, s, seed=3), m2(c, s, seed=3))
+
+
+def test_average_weights_script(tmp_path):
+    """scripts/average_weights.py: the written model's parameters are the (bf16-rounded) mean of the inputs'."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("average_weights",
+                                                  Path(__file__).resolve().parents[1] / "scripts/average_weights.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = MambaST(tiny_config())
+        p = tmp_path / f"m{seed}.safetensors"
+        save_weights(p, m, source=f"seed {seed}")
+        paths.append(str(p))
+    out = tmp_path / "avg.safetensors"
+    digest = mod.average(paths, str(out), [0.25, 0.75])
+    from mambast_cli.model.weights import unused_keys
+
+    a, b, avg = (load_model(p).state_dict() for p in (*paths, out))
+    dropped = unused_keys(tiny_config(), list(avg))                  # left out of the file, filled back at load
+    for k in avg:
+        if avg[k].is_floating_point() and avg[k].numel() and k not in dropped:
+            want = (0.25 * a[k].float() + 0.75 * b[k].float()).to(torch.bfloat16).float()
+            torch.testing.assert_close(avg[k].float(), want, rtol=0, atol=0, msg=k)
+    meta = json.loads(load_weights(out)[2]["extra"])
+    assert [s["mix"] for s in meta["average_of"]] == [0.25, 0.75] and len(digest) == 64
