@@ -401,6 +401,7 @@ class _Runner:
     def _run_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
         if self.stop.is_set():
             return
+        x = None
         try:
             if self.gpu_io:
                 x = _upload([it.pixels for it in chunk], self.engine.device, torch)
