@@ -288,3 +288,28 @@ def test_uint8_device_path_writes_the_same_bytes(tmp_path: Path, make_image: Any
         assert report.success and report.ok == 3
         outs[gpu_io] = {p.name: p.read_bytes() for p in sorted(out.rglob("*.png"))}
     assert len(outs[True]) == 3 and outs[True] == outs[False]
+
+
+def test_uint8_device_path_splits_a_batch_on_out_of_memory(tmp_path: Path, make_image: Any, monkeypatch) -> None:
+    import torch
+
+    from mambast_cli.engine import Engine
+    from mambast_cli.model import MambaST, tiny_config
+    from mambast_cli.pipeline import run as prun
+
+    for i in range(3):
+        make_image(f"in/p{i}.png", size=(40, 24), noise=True)
+    s = make_image("art.png", size=(32, 32), noise=True)
+    eng = Engine(model=MambaST(tiny_config()), device="cpu", disk_cache=False)
+    monkeypatch.setattr(prun, "_is_cuda", lambda d: True)
+    real = prun._upload
+
+    def upload(pixels, device, torch_):
+        if len(pixels) > 1:
+            raise torch.OutOfMemoryError("fake OOM while uploading")
+        return real(pixels, device, torch_)
+
+    monkeypatch.setattr(prun, "_upload", upload)
+    report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out", fmt="png"), eng,
+                     RunOptions(batch_size=4))
+    assert report.success and report.ok == 3 and set(report.batch_sizes) == {1}
