@@ -565,7 +565,7 @@ def build_app() -> typer.Typer:
     if not _optional_registered:
         _optional_registered = True
         for name, module, attr in (("train", "mambast_cli.train.cli", "train_command"),
-                                   ("bench", "mambast_cli.engine.bench", "bench_command"),
+                                   ("bench", "mambast_cli.pipeline.bench", "bench_command"),
                                    ("video", "mambast_cli.video.cli", "video_command")):
             try:
                 import importlib

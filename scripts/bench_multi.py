@@ -21,37 +21,12 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def make_images(folder: Path, n: int, size: int, seed: int = 0) -> None:
-    """Write n size×size JPEGs (upsampled random colour fields plus a little noise)."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def one(i: int) -> None:
-        rng = np.random.default_rng(seed + i)
-        small = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), "RGB").resize((size, size), Image.BICUBIC)
-        arr = np.asarray(small, dtype=np.int16) + rng.integers(-12, 12, (size, size, 3))
-        Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB").save(folder / f"img{i:05d}.jpg", quality=90)
-
-    with ThreadPoolExecutor(min(16, os.cpu_count() or 4)) as pool:
-        list(pool.map(one, range(n)))
-
-
-def steady_rate(times: list[float]) -> float:
-    """Items per second between the 10th and the 95th percentile of completion times."""
-    if len(times) < 20:
-        return len(times) / max(times[-1] - times[0], 1e-9) if len(times) > 1 else 0.0
-    t = sorted(times)
-    a, b = int(0.10 * len(t)), int(0.95 * len(t)) - 1
-    return (b - a) / max(t[b] - t[a], 1e-9)
+from mambast_cli.pipeline.bench import make_images, steady_rate  # noqa: E402  (shared with `mambast bench --folder`)
 
 
 def run_once(label: str, devices: list[str] | None, in_dir: Path, style: Path, out_dir: Path,

@@ -8,7 +8,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from mambast_cli.engine.bench import bench_command, benchmark, format_report
+from mambast_cli.engine.bench import benchmark, format_report
+from mambast_cli.pipeline.bench import bench_command, folder_benchmark, steady_rate
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,3 +53,27 @@ def test_bench_command_json_without_baseline():
     r = json.loads(res.stdout)
     assert r["protocol"] is None and r["uhd"] is None and r["curve"] == []
     assert "baseline_ms_per_img" not in r["rows"][0] and r["rows"][0]["engine_ms_per_img"] > 0
+
+
+def test_folder_row_tiny_cpu(tmp_path):
+    """The end-to-end folder row: synthetic JPEGs through run_plan, every output written, rates reported."""
+    from mambast_cli.engine import Engine
+    from mambast_cli.model import MambaST, tiny_config
+
+    torch.manual_seed(0)
+    eng = Engine(model=MambaST(tiny_config()), device="cpu", disk_cache=False)
+    r = folder_benchmark(eng, n=6, size=32, warmup=2, workdir=tmp_path)
+    assert r["images"] == 6 and r["ok"] == 6 and r["failed"] == 0 and r["wall_img_s"] > 0 and not r["errors"]
+    assert len(list((tmp_path / "out").rglob("*.jpg"))) == 6 and len(list((tmp_path / "warmup").rglob("*.jpg"))) == 2
+    assert steady_rate([0.0, 1.0, 2.0]) == 1.5 and steady_rate([float(i) for i in range(100)]) == 1.0
+
+
+def test_bench_command_folder_only():
+    app = typer.Typer()
+    app.command("bench")(bench_command)
+    app.command("other")(lambda: None)
+    res = CliRunner().invoke(app, ["bench", "--tiny", "--device", "cpu", "--json", "--no-engine-rows", "--folder", "3",
+                                   "--folder-size", "32"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert list(r) == ["folder"] and r["folder"]["ok"] == 3

@@ -1,7 +1,8 @@
 """`mambast bench`: engine-only speed and memory, next to an in-repo equivalent of the official inference path.
 
-Owns: `benchmark(...)` (runs everything, returns a JSON-serialisable dict; never prints), `format_report(result)`
-(the text tables), and `bench_command` (the Typer command the CLI registers; the one place here that prints).
+Owns: `benchmark(...)` (runs everything, returns a JSON-serialisable dict; never prints) and `format_report(result)`
+(the text tables). The `mambast bench` command is `mambast_cli.pipeline.bench.bench_command`, which adds the
+end-to-end folder row.
 
 Two paths run in the same process on the same synthetic images:
 
@@ -22,11 +23,10 @@ and reported; GPU timings use CUDA events after a synchronize plus wall clock; p
 `torch.cuda.max_memory_allocated` above what was allocated before the step.
 
 Random weights are fine for speed and memory (the maths is the same) but the pictures are meaningless; the report
-says which weights were used. The end-to-end folder benchmark (decode → model → encode) belongs to the pipeline.
+says which weights were used. The end-to-end folder benchmark (decode → model → encode) is in pipeline/bench.py.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -34,16 +34,15 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import typer
 
 if TYPE_CHECKING:
     import torch
 
     from ..model import MambaST
 
-__all__ = ["benchmark", "format_report", "bench_command"]
+__all__ = ["benchmark", "format_report"]
 
 _FULL = dict(sizes=(256, 512, 1024), n_contents=16, protocol=(20, 40), protocol_size=512, uhd=(2160, 3840),
              curve=(256, 512, 1024, 1536, 2048, 3072, 4096), baseline_curve_max=2048, extras_size=512)
@@ -542,52 +541,9 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the Typer command (registered by cli.py: app.command("bench")(bench_command))
+if __name__ == "__main__":  # `python -m mambast_cli.engine.bench --json` (the device scripts use it): same as `mambast bench`
+    import typer
 
+    from mambast_cli.pipeline.bench import bench_command
 
-def _ints(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    text = text.strip()
-    if not text or text.lower() == "none":
-        return ()
-    return tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
-
-
-def bench_command(
-    weights: Annotated[Optional[Path], typer.Option(help="Weights file; default: random weights (speed only).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    sizes: Annotated[Optional[str], typer.Option(help="Square sides for the per-size rows, e.g. 256,512,1024.")] = None,
-    contents: Annotated[Optional[int], typer.Option(help="Contents per size row.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="CONTENTSxSTYLES for the protocol row, e.g. 20x40; 0x0 skips.")] = None,
-    uhd: Annotated[Optional[str], typer.Option("--large", help="HxW of the single large image, e.g. 2160x3840; 0x0 skips.")] = None,
-    curve: Annotated[Optional[str], typer.Option(help="Square sides for the memory curve; 'none' skips.")] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions per row (median).")] = 3,
-    baseline: Annotated[bool, typer.Option(help="Also run the official-equivalent path.")] = True,
-    baseline_scan: Annotated[str, typer.Option(help="Baseline scan: auto (our kernels) or ref (PyTorch reference).")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile.")] = False,
-    tiny: Annotated[bool, typer.Option("--tiny", help="Tiny model and sizes (CPU smoke run).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
-) -> None:
-    """Measure engine speed and memory against the official-equivalent inference path."""
-    from rich.console import Console
-
-    err = Console(stderr=True)
-    prot = _ints(protocol)
-    large = _ints(uhd)
-    result = benchmark(
-        weights=weights, device=device, tiny=tiny, sizes=_ints(sizes) or None, n_contents=contents,
-        protocol=(prot if prot else (0, 0)) if protocol is not None else None,
-        uhd=(large if large else (0, 0)) if uhd is not None else None,
-        curve=_ints(curve), repeats=repeats, baseline=baseline, baseline_scan=baseline_scan, compile=compile,
-        on_progress=None if as_json else (lambda msg: err.print(f"[dim]… {msg}[/]")),
-    )
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
-    else:
-        Console().print(format_report(result), highlight=False, markup=False)
-
-
-if __name__ == "__main__":  # `python -m mambast_cli.engine.bench --json` works before the CLI registers the command
     typer.run(bench_command)

@@ -3,7 +3,7 @@
 #   PART=1: 1080p video end to end with the encode thread vs the encoder process (MAMBAST_VIDEO_ENCODER=process).
 #           If the process overlaps with stylisation (wall ≈ max of the stylise and encode busy times instead of
 #           their sum), make it the default.
-#   PART=2: the image pipeline end to end (512² JPEG folder → JPEGs, one GPU, in-process row of bench_multi) now that
+#   PART=2: the image pipeline end to end (512² JPEG folder → JPEGs, one GPU, `mambast bench --folder`) now that
 #           pictures travel as uint8 and are converted on the GPU; compare with session 1's 81 img/s (BENCHMARKS.md).
 #   PART=3: never measured yet (issue 5): one 7680×4320 image, and the peak-memory-vs-pixels curve.
 set -o pipefail
@@ -22,5 +22,6 @@ elif [ "$PART" = 3 ]; then
     --curve 512,1024,2048,3072,4096,5760 --no-baseline --json > $OUT/engine_8k.json 2> $OUT/engine_8k.err
   python3 -c "import json; from mambast_cli.engine.bench import format_report; print(format_report(json.load(open('$OUT/engine_8k.json'))))" 2>&1 | tail -20
 else
-  timeout 400 python3 scripts/bench_multi.py --gpus 1 --images 3000 --precision bf16 --json-out $OUT/bench_multi.json 2>&1 | tail -8
+  timeout 400 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/bench_folder.json
+  cat $OUT/bench_folder.json | tail -20
 fi
