@@ -14,7 +14,8 @@ Two paths run in the same process on the same synthetic images:
     `baseline_scan="ref"` (MAMBAST_SCAN=ref for that path only; very slow at 512² and above). The official code
     calls mamba_ssm's CUDA kernel instead: compare with shared/docs/perf-anchors.md for the real thing.
 (b) "engine": `Engine` as the CLI uses it: bf16 autocast on CUDA (fp32 on CPU), contents batched (`max_batch`),
-    one style encoded once and laid out once per grid, pinned host buffers, channels-last CNN decoder.
+    one style encoded once and laid out once per grid, pinned host buffers, the CNN decoder in NCHW (channels-last
+    measured slower; the extras row times both).
 
 Rows: 256², 512², 1024² (N contents × 1 style); the 20-content × 40-style protocol at 512² (800 pairs, wall time
 including model load from a weights file); one 3840×2160 image; a peak-memory-vs-pixels curve; and extras (bf16 vs
