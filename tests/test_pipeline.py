@@ -267,7 +267,7 @@ def test_style_inside_output_is_never_overwritten(tmp_path: Path, make_image: An
 
 
 def test_uint8_device_path_writes_the_same_bytes(tmp_path: Path, make_image: Any, monkeypatch) -> None:
-    """The CUDA-engine path (pictures as uint8, converted on the device, `_upload`/`_download`) gives the same output
+    """The CUDA-engine path (pictures as uint8, converted on the device, `upload_frames`/`_download`) gives the same output
     bytes as the CPU path (float tensors converted in the decode/write threads); forced here on a CPU engine."""
     import torch
 
@@ -302,14 +302,14 @@ def test_uint8_device_path_splits_a_batch_on_out_of_memory(tmp_path: Path, make_
     s = make_image("art.png", size=(32, 32), noise=True)
     eng = Engine(model=MambaST(tiny_config()), device="cpu", disk_cache=False)
     monkeypatch.setattr(prun, "_is_cuda", lambda d: True)
-    real = prun._upload
+    real = prun.upload_frames
 
-    def upload(pixels, device, torch_):
+    def upload(pixels, device):
         if len(pixels) > 1:
             raise torch.OutOfMemoryError("fake OOM while uploading")
-        return real(pixels, device, torch_)
+        return real(pixels, device)
 
-    monkeypatch.setattr(prun, "_upload", upload)
+    monkeypatch.setattr(prun, "upload_frames", upload)
     report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out", fmt="png"), eng,
                      RunOptions(batch_size=4))
     assert report.success and report.ok == 3 and set(report.batch_sizes) == {1}

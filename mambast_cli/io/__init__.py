@@ -17,6 +17,7 @@ from mambast_cli.io.images import (
     resize_image,
     target_size,
     tensor_to_image,
+    upload_frames,
 )
 from mambast_cli.io.files import (
     PART_MARKER,
@@ -50,5 +51,6 @@ __all__ = [
     "safe_component",
     "target_size",
     "tensor_to_image",
+    "upload_frames",
     "write_atomic",
 ]

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mambast_cli.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported lazily: this module is loaded by the CLI before any heavy import
+    import numpy as np
     import torch
 
 # We enforce our own pixel limit (max_pixels) from the header; Pillow's global bomb check would otherwise refuse
@@ -274,6 +275,38 @@ def image_to_tensor(img: Image.Image) -> "torch.Tensor":
 
     a = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def upload_frames(images: "list[np.ndarray]", device: "torch.device", pinned: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """Stack (H, W, 3) uint8 pictures into a (B, 3, H, W) float32 batch in [0, 1] on `device`, with the values of
+    :func:`image_to_tensor` (uint8 / 255).
+
+    The bytes travel as uint8 (a quarter of float's) and the conversion runs on the device. On CUDA they are copied
+    from pinned memory: `pinned`, a reusable (N, H, W, 3) uint8 pinned buffer, when it fits (the caller must not
+    reuse it before this batch's work has been waited for), else freshly pinned memory.
+
+    Args:
+        images: same-size (H, W, 3) uint8 arrays.
+        device: where the batch goes.
+        pinned: optional pinned buffer to stack into.
+
+    Returns:
+        A contiguous float32 tensor on `device`.
+    """
+    import numpy as np
+    import torch
+
+    n = len(images)
+    if device.type == "cuda":
+        if pinned is not None and n <= pinned.shape[0] and tuple(images[0].shape) == tuple(pinned.shape[1:]):
+            host = pinned[:n]
+            np.stack(images, out=host.numpy())
+        else:
+            host = torch.from_numpy(np.stack(images)).pin_memory()
+        u8 = host.to(device, non_blocking=True)
+    else:
+        u8 = torch.from_numpy(np.stack(images)).to(device)
+    return u8.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 def tensor_to_image(t: "torch.Tensor") -> Image.Image:

@@ -47,6 +47,7 @@ from mambast_cli.io import (
     resize_image,
     target_size,
     tensor_to_image,
+    upload_frames,
     write_atomic,
 )
 from mambast_cli.pipeline.plan import Event, Plan, Source
@@ -170,20 +171,10 @@ def _size(item: _Item) -> tuple[int, int]:
     return (int(p.shape[0]), int(p.shape[1])) if isinstance(p, np.ndarray) else (int(p.shape[1]), int(p.shape[2]))
 
 
-def _upload(pixels: list[Any], device: Any, torch: Any) -> Any:
-    """(H, W, 3) uint8 arrays → (B, 3, H, W) float in [0, 1] on a CUDA `device`.
-
-    The bytes travel as uint8 (a quarter of float's) and the conversion runs on the GPU; the values are those of
-    `image_to_tensor` (uint8 / 255 in fp32)."""
-    t = torch.from_numpy(np.stack(pixels))
-    if device.type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)
-    return t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-
-
 def _download(out: Any, torch: Any) -> Any:
     """(B, 3, H, W) float in [0, 1] on any device → (B, H, W, 3) uint8 numpy, rounded as `tensor_to_image` does
-    (clamp, ×255, round), on the device, so one uint8 copy comes back instead of float pictures."""
+    (clamp, ×255, round), on the device, so one uint8 copy comes back instead of float pictures (the upload side is
+    `upload_frames`)."""
     return (out.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
             .permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
@@ -276,7 +267,7 @@ class _Runner:
         self.cleaned_dirs: set[str] = set()
         self.write_slots = threading.BoundedSemaphore(1)  # replaced in run()
         self.oom_types = _out_of_memory_types()
-        # On a CUDA engine pictures travel as uint8 and are converted on the GPU (`_upload`, `_download`); on the
+        # On a CUDA engine pictures travel as uint8 and are converted on the GPU (`upload_frames`, `_download`); on the
         # CPU the decode and write threads convert them, in parallel, as float tensors. Same bytes either way.
         self.gpu_io = _is_cuda(getattr(engine, "device", None))
 
@@ -404,7 +395,7 @@ class _Runner:
         x = None
         try:
             if self.gpu_io:
-                x = _upload([it.pixels for it in chunk], self.engine.device, torch)
+                x = upload_frames([it.pixels for it in chunk], self.engine.device)
                 out = _download(self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
                                                     preserve_color=self.opts.preserve_color, on_device=True), torch)
             else:

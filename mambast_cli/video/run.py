@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
-from mambast_cli.io import clean_stale_parts
+from mambast_cli.io import clean_stale_parts, upload_frames
 from mambast_cli.video import io as vio
 from mambast_cli.video.encoder_proc import make_writer
 
@@ -253,36 +253,6 @@ def _get(q: "queue.Queue[Any]", stop: threading.Event, check: Callable[[], None]
                 return _END
 
 
-class _FrameUpload:
-    """Decoded uint8 frames → (B, 3, H, W) float [0, 1] on the engine's device.
-
-    On CUDA the frames are stacked straight into one reused pinned buffer, sent as uint8 (a quarter of the bytes of
-    float) and converted on the GPU; the smoother and the uint8 conversion of the result then run there too, so the
-    CPU, busy with decoding and libx264, only copies bytes. The buffer can be reused at the next batch because the
-    previous batch's result has been copied back (a synchronising copy) before then."""
-
-    def __init__(self, device: Any, batch: int, H: int, W: int) -> None:
-        import torch
-
-        self.device = device if isinstance(device, torch.device) else torch.device("cpu")   # stand-in engines: CPU
-        self.pinned = None
-        if self.device.type == "cuda":
-            self.pinned = torch.empty((batch, H, W, 3), dtype=torch.uint8, pin_memory=True)
-
-    def frames(self, images: list[Any]) -> Any:
-        import numpy as np
-        import torch
-
-        n = len(images)
-        if self.pinned is not None and n <= self.pinned.shape[0] and images[0].shape == tuple(self.pinned.shape[1:]):
-            host = self.pinned[:n]
-            np.stack(images, out=host.numpy())
-            u8 = host.to(self.device, non_blocking=True)
-        else:
-            u8 = torch.from_numpy(np.stack(images)).to(self.device)
-        return u8.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-
-
 def _to_uint8(y: Any) -> Any:
     """(B,3,H,W) float [0,1] (any device) → (B,H,W,3) uint8 numpy."""
     import torch
@@ -311,7 +281,6 @@ def process_video(
         InputError: this input is unreadable, corrupt or has no frames in range.
         OutputError: the output cannot be written.
     """
-    import numpy as np
     import torch
 
     from mambast_cli.io import target_size
@@ -355,7 +324,11 @@ def process_video(
 
     batch = opts.batch or int(min(MAX_BATCH, max(1, engine.max_batch(H, W))))
     smoother = TemporalSmoother(opts.smooth) if opts.smooth > 1 else None
-    upload = _FrameUpload(getattr(engine, "device", None), batch, H, W)
+    # frames go to the engine's device as uint8 from one reused pinned buffer (reuse is safe: each batch's result is
+    # copied back, which waits for its work, before the next batch is stacked); stand-in engines without a device: CPU
+    dev = getattr(engine, "device", None)
+    dev = dev if isinstance(dev, torch.device) else torch.device("cpu")
+    pinned = torch.empty((batch, H, W, 3), dtype=torch.uint8, pin_memory=True) if dev.type == "cuda" else None
     stop = cancel or threading.Event()
     q_in: queue.Queue[Any] = queue.Queue(maxsize=max(_QUEUE_FRAMES, 2 * batch))
     q_out: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -408,7 +381,7 @@ def process_video(
                 return
             t0 = time.perf_counter()
             with torch.inference_mode():
-                x = upload.frames([f.image for f in buf])
+                x = upload_frames([f.image for f in buf], dev, pinned)
                 y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color, on_device=True)
                 if smoother is not None:
                     y = smoother(x, y)
