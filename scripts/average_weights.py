@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mambast_cli.errors import MambastError  # noqa: E402
 from mambast_cli.model.weights import load_model, read_metadata, save_weights  # noqa: E402
 
 
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--mix", type=float, nargs="+", default=None, help="one weight per file (default: equal)")
     args = ap.parse_args(argv)
-    print(average(args.weights, args.out, args.mix))
+    try:
+        print(average(args.weights, args.out, args.mix))
+    except MambastError as e:
+        print(f"error: {e}" + (f"  (hint: {e.hint})" if e.hint else ""), file=sys.stderr)
+        return 1
     return 0
 
 

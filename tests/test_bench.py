@@ -77,3 +77,21 @@ def test_bench_command_folder_only():
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     assert list(r) == ["folder"] and r["folder"]["ok"] == 3
+
+
+def test_bench_command_folder_errors(tmp_path):
+    """A missing --images folder is one error line (exit 2); a bad picture in it fails alone, is listed, exit 1."""
+    import shutil
+    from pathlib import Path
+
+    app = typer.Typer()
+    app.command("bench")(bench_command)
+    app.command("other")(lambda: None)
+    args = ["bench", "--tiny", "--device", "cpu", "--no-engine-rows", "--folder-size", "32"]
+    res = CliRunner().invoke(app, args + ["--images", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "not a folder" in res.output and "Traceback" not in res.output
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.jpg").write_bytes(b"junk")
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples/content/monkey.jpg", tmp_path / "in" / "ok.jpg")
+    res = CliRunner().invoke(app, args + ["--images", str(tmp_path / "in")])
+    assert res.exit_code == 1 and "1 written, 1 failed" in res.output and "bad.jpg" in res.output

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from mambast_cli.errors import MambastError, UsageError
+
 __all__ = ["bench_command", "folder_benchmark", "format_folder", "make_images", "steady_rate"]
 
 
@@ -76,6 +78,8 @@ def folder_benchmark(engine: Any, *, n: int = 1000, size: int = 512, images: str
 
     from mambast_cli.pipeline import RunOptions, plan_jobs, run_plan
 
+    if images is not None and not Path(images).is_dir():
+        raise UsageError(f"{images}: not a folder", hint="--images takes a folder of pictures")
     own = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="mambast-bench-folder-"))
     try:
@@ -102,7 +106,7 @@ def folder_benchmark(engine: Any, *, n: int = 1000, size: int = 512, images: str
             if ev.kind == "ok":
                 times.append(time.perf_counter())
             elif ev.kind == "error" and len(errors) < 3:
-                errors.append(f"{ev.input}: {ev.message}")
+                errors.append(ev.message if ev.input and ev.input in ev.message else f"{ev.input}: {ev.message}")
 
         t0 = time.perf_counter()
         report = run_plan(plan_jobs([str(src)], [str(style)], work / "out"), engine, opts, on_event=on_event)
@@ -117,10 +121,11 @@ def folder_benchmark(engine: Any, *, n: int = 1000, size: int = 512, images: str
 
 
 def format_folder(row: dict[str, Any]) -> str:
-    """One text block for a `folder_benchmark` result."""
-    return (f"folder end to end ({row['images']} JPEGs at {row['size']}², decode → engine → encode, one style):\n"
+    """One text block for a `folder_benchmark` result (with the first failures, if any)."""
+    text = (f"folder end to end ({row['images']} JPEGs at {row['size']}², decode → engine → encode, one style):\n"
             f"  {row['ok']} written, {row['failed']} failed in {row['wall_s']} s: {row['wall_img_s']} img/s wall, "
             f"{row['steady_img_s']} img/s steady (warm-up run {row['warmup_s']} s; batches {row['batch_sizes']})")
+    return "\n".join([text] + [f"  failed: {e}" for e in row["errors"]])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -156,7 +161,18 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
 ) -> None:
     """Measure engine speed and memory against the official-equivalent inference path, and optionally a folder
-    end to end (--folder N)."""
+    end to end (--folder N). Exit code 1 when pictures of the folder row failed."""
+    try:
+        _bench(weights, device, sizes, contents, protocol, uhd, curve, repeats, baseline, baseline_scan, compile,
+               folder, folder_size, images, engine_rows, tiny, as_json)
+    except MambastError as e:
+        typer.echo(f"error: {e}" + (f"  (hint: {e.hint})" if e.hint else ""), err=True)
+        raise typer.Exit(e.exit_code)
+
+
+def _bench(weights: Path | None, device: str, sizes: str | None, contents: int | None, protocol: str | None,
+           uhd: str | None, curve: str | None, repeats: int, baseline: bool, baseline_scan: str, compile: bool,
+           folder: int, folder_size: int, images: Path | None, engine_rows: bool, tiny: bool, as_json: bool) -> None:
     from rich.console import Console
 
     from mambast_cli.engine.bench import benchmark, format_report
@@ -181,11 +197,13 @@ def bench_command(
                                             images=images)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
-        return
-    text = [format_report(result)] if engine_rows else []
-    if "folder" in result:
-        text.append(format_folder(result["folder"]))
-    Console().print("\n\n".join(text), highlight=False, markup=False)
+    else:
+        text = [format_report(result)] if engine_rows else []
+        if "folder" in result:
+            text.append(format_folder(result["folder"]))
+        Console().print("\n\n".join(text), highlight=False, markup=False)
+    if result.get("folder", {}).get("failed"):
+        raise typer.Exit(1)
 
 
 def _bench_engine(weights: Path | None, device: str, tiny: bool) -> Any:
