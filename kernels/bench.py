@@ -258,6 +258,27 @@ def row_merge_norm(name, S, G, h, w):
                 bytes=nbytes, GBps=nbytes / ms_f / 1e6)
 
 
+def row_pad(name, B, C, h, w, scale, relu=True):
+    """CNN-decoder glue at one layer: ReLU + nearest ×scale + reflect pad 1, channels-last bf16 (pad_nhwc.py) vs the
+    PyTorch ops of the NCHW module (in-place ReLU, Upsample, ReflectionPad2d). Bytes: the fused pass's minimum."""
+    pn = importlib.import_module("mambast_kernels.pad_nhwc")
+    x = torch.randn(B, h, w, C, device=DEV, dtype=torch.bfloat16).permute(0, 3, 1, 2)     # channels-last view
+    xc = x.contiguous()
+    fused = lambda: pn.pad_relu_up(x, relu=relu, scale=scale)  # noqa: E731
+
+    def torch_ops():
+        y = torch.relu(xc) if relu else xc
+        if scale != 1:
+            y = torch.nn.functional.interpolate(y, scale_factor=scale, mode="nearest")
+        return torch.nn.functional.pad(y, (1, 1, 1, 1), mode="reflect")
+    exact = bool(torch.equal(fused(), torch_ops()))
+    ms_f, ms_t = bench(fused), bench(torch_ops)
+    out = B * C * (h * scale + 2) * (w * scale + 2)
+    nbytes = 2 * (B * C * h * w + out)
+    return dict(name=name, B=B, C=C, h=h, w=w, ms=ms_f, torch_ms=ms_t, speedup=ms_t / ms_f, exact=exact,
+                bytes=nbytes, GBps=nbytes / ms_f / 1e6)
+
+
 def row_copy_ceiling():
     x = torch.empty(256 * 1024 * 1024, device=DEV, dtype=torch.float32)
     y = torch.empty_like(x)
@@ -317,6 +338,10 @@ def main():
     ]
     v2 += [("merge norm gate 512 B8", row_merge_norm, dict(S=8, G=1, h=64, w=64)),
            ("merge norm gate 1080p B4", row_merge_norm, dict(S=4, G=1, h=135, w=240))]
+    # CNN-decoder glue, 512² batch 16: the 64-channel full-size layer (no upsample) and the ×2 into it
+    v2 += [("pad nhwc 512 B16 C64", row_pad, dict(B=16, C=64, h=512, w=512, scale=1)),
+           ("pad nhwc up2 256->512 B16 C64", row_pad, dict(B=16, C=64, h=256, w=256, scale=2)),
+           ("pad nhwc up2 64->128 B16 C256", row_pad, dict(B=16, C=256, h=64, w=64, scale=2))]
     jobs = [("ceiling", row_copy_ceiling, {})] + v2 + v1_key
     if args.only:
         import re
@@ -368,7 +393,7 @@ def _run(jobs, args, gen):
     for name, fn, kw in jobs:
         t0 = time.time()
         try:
-            r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge, row_merge_norm) else (
+            r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge, row_merge_norm, row_pad) else (
                 fn() if fn is row_copy_ceiling else fn(name, **kw))
             torch.cuda.synchronize()
         except Exception as e:
@@ -396,6 +421,8 @@ def _run(jobs, args, gen):
             extra += f"copies {r['copies_ms']:.3f}"
             if r.get("anchor_total_ms"):
                 extra += f" | anchor scan+copies {r['anchor_total_ms']:.3f} -> x{r['anchor_total_ms'] / r['ms']:.2f}"
+        if "torch_ms" in r:
+            extra += f"torch ops {r['torch_ms']:.3f} -> x{r['speedup']:.2f}" + (f" exact {r['exact']}" if "exact" in r else "")
         if "fwd_train_ms" in r:
             extra += (f"fwd(save) {r['fwd_train_ms']:.3f} fwd(inf) {r['fwd_infer_ms']:.3f} "
                       f"bwd/fwd {r['bwd_over_fwd']:.2f} autograd f+b {r['fwd_bwd_autograd_ms']:.3f} bcfg {r['bwd_config']}")

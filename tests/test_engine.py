@@ -371,3 +371,21 @@ def test_gpu_fp32_engine_matches_model_and_tiles_exactly():
     assert tiled.stats["tiled_renders"] >= 1
     print("tiled vs untiled max diff", (out - out_t).abs().max().item())
     torch.testing.assert_close(out_t, out, rtol=0, atol=1e-5)
+
+
+def test_channels_last_decoder_gives_the_same_pictures(model, tmp_path, monkeypatch):
+    """The NHWC CNN decoder (forced on the CPU, PyTorch pad reference) gives the plain module's pictures, also tiled;
+    auto leaves it off on the CPU and the fp32 path."""
+    x = _imgs(2, 3, 40, 56, seed=11)
+    style = _imgs(3, 24, 24)
+    plain = _engine(model, tmp_path, disk_cache=False)
+    assert plain.channels_last is False and plain.info()["channels_last"] is False
+    nhwc = _engine(model, tmp_path, disk_cache=False, channels_last=True)
+    assert nhwc.channels_last is True
+    a = plain.stylize(x, plain.encode_style(style))
+    b = nhwc.stylize(x, nhwc.encode_style(style))
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    tiled = _engine(model, tmp_path, disk_cache=False, channels_last=True, render_pixels=24 * 24)
+    c = tiled.stylize(x, tiled.encode_style(style))
+    assert tiled.stats["tiled_renders"] >= 1
+    torch.testing.assert_close(c, a, rtol=0, atol=1e-5)

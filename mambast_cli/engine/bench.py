@@ -14,8 +14,8 @@ Two paths run in the same process on the same synthetic images:
     `baseline_scan="ref"` (MAMBAST_SCAN=ref for that path only; very slow at 512² and above). The official code
     calls mamba_ssm's CUDA kernel instead: compare with shared/docs/perf-anchors.md for the real thing.
 (b) "engine": `Engine` as the CLI uses it: bf16 autocast on CUDA (fp32 on CPU), contents batched (`max_batch`),
-    one style encoded once and laid out once per grid, pinned host buffers, the CNN decoder in NCHW (channels-last
-    measured slower; the extras row times both).
+    one style encoded once and laid out once per grid, pinned host buffers, the CNN decoder channels-last with the
+    fused pad kernel (`cnn_nhwc.NHWCDecoder`; the extras row times it against the NCHW module).
 
 Rows: 256², 512², 1024² (N contents × 1 style); the 20-content × 40-style protocol at 512² (800 pairs, wall time
 including model load from a weights file); one 3840×2160 image; a peak-memory-vs-pixels curve; and extras (bf16 vs
@@ -416,15 +416,17 @@ def benchmark(
             ex["psnr_bf16_vs_fp32_db"] = round(psnr(o32, ebf.stylize(x, ebf.encode_style(style))), 2)
             del ebf
             cl: dict[str, float] = {}
+            outs = []
             for flag in (False, True):
                 e = engine(channels_last=flag)
                 B = e.max_batch(E, E)
                 xs = _images(B, E, E, seed=15, pin=True)
                 h = e.encode_style(style)
-                e.stylize(xs, h)
+                outs.append(e.stylize(xs[:4], h))
                 cl[str(flag).lower()] = round(_median_ms(lambda: e.stylize(xs, h), dev, repeats)[0] / B, 3)
                 del e
             ex["channels_last_ms_per_img"] = cl
+            ex["psnr_channels_last_vs_nchw_db"] = round(psnr(outs[0], outs[1]), 2)
         # style encode vs disk-cache load (what the disk cache buys per style)
         root = workdir / "extras-cache"
         e1 = engine(cache_dir=root, disk_cache=True)
@@ -535,6 +537,8 @@ def format_report(result: dict[str, Any]) -> str:
         if "channels_last_ms_per_img" in ex:
             cl = ex["channels_last_ms_per_img"]
             lines.append(f"  channels-last CNN decoder: off {cl['false']} ms/img, on {cl['true']} ms/img")
+            if "psnr_channels_last_vs_nchw_db" in ex:
+                lines.append(f"  channels-last vs NCHW output PSNR: {ex['psnr_channels_last_vs_nchw_db']} dB")
         lines.append(f"  style encode {ex['style_encode_ms']} ms · disk-cache load {ex['style_disk_load_ms']} ms"
                      f" (hit={ex['style_disk_hit']}) · per-grid layout {ex['style_layout_ms']} ms")
         if "compile_ms_per_img" in ex:

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ..errors import DeviceError, InputError, UsageError, WeightsError
 from ..model import MambaST, StyleState
 from .cache import DiskCache, make_key
+from .cnn_nhwc import NHWCDecoder
 from .render import TiledCNN, cnn_geometry, preserve_color
 
 __all__ = ["Engine", "StyleHandle", "DEFAULT_STYLE_SIZE", "resolve_device", "resolve_precision"]
@@ -235,7 +236,10 @@ class Engine:
             model: use this MambaST instead of loading weights (tests, benchmarks; moved to `device`).
             compile: torch.compile the CNN decoder (experimental; the first batch of each new size is slow while
                 its graph compiles).
-            channels_last: channels-last CNN decoder; None → off (measured on an H100 at 512², bf16: 8.24 ms/img off vs 9.12 on; BENCHMARKS.md).
+            channels_last: run the CNN decoder channels-last with the fused pad/ReLU/upsample kernel
+                (`cnn_nhwc.NHWCDecoder`); None → on for CUDA with a bf16 compute dtype (env MAMBAST_NHWC_CNN=0 turns
+                it off), off otherwise, so the fp32 path stays the plain reference module. PyTorch's own
+                channels-last module was measured slower (BENCHMARKS.md, sessions 1 and 3); this is not that.
             render_pixels: most output pixels one CNN-decoder call may produce before it is split into batches
                 and tiles; None → from free GPU memory (CUDA) or 4 MP (CPU).
             style_memory_bytes: device memory for memoised per-grid style layouts (LRU); None → 15% of the GPU,
@@ -276,15 +280,21 @@ class Engine:
             torch.backends.cudnn.deterministic = deterministic
             torch.backends.cuda.matmul.allow_tf32 = False   # fp32 path stays a true fp32 reference
             torch.backends.cudnn.allow_tf32 = False
-        self.channels_last = False if channels_last is None else bool(channels_last)
-        if self.channels_last:
-            self.model.cnn.to(memory_format=torch.channels_last)
         self.geometry = cnn_geometry(self.model.cnn)
         self._render_pixels_fixed = render_pixels
         self.compiled = bool(compile)
         self._encode_content = self.model.encode_content
         self._decode_features = self.model.decode_features
-        self._cnn_call = self.model.cnn
+        self._cnn_call: Callable[[torch.Tensor], torch.Tensor] = self.model.cnn
+        if channels_last is None:
+            channels_last = (self.device.type == "cuda" and self.dtype != torch.float32 and not self.compiled
+                             and os.environ.get("MAMBAST_NHWC_CNN", "1") != "0")
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            try:
+                self._cnn_call = NHWCDecoder(self.model.cnn, self.dtype)
+            except ValueError:        # a decoder not of the spec's pattern: the plain module
+                self.channels_last = False
         if self.compiled:
             # Only the CNN decoder (≈80% of the FLOPs at 512², plain convs, compiles cleanly). The Mamba part stays
             # eager: its scans are already Triton kernels, and tracing the reference scan unrolls its time loop.
@@ -553,8 +563,6 @@ class Engine:
                 # The first convolution would cast to bf16 anyway; casting before its reflection padding gives the
                 # same values (padding only moves them) with half the bytes moved and stored.
                 feats = feats.to(self.dtype)
-            if self.channels_last:
-                feats = feats.contiguous(memory_format=torch.channels_last)
             img = self._render(feats, cs, render_pixels)
         img = img.float()
         if keep_color:
