@@ -20,7 +20,7 @@ import torch
 GROUPS = [  # (group, regex on the kernel name), first match wins
     ("scan forward", r"_seq_fwd|_cross_scan_fwd"),
     ("convolution", r"conv|cudnn|implicit_gemm|xmma|sm90_xmma|fprop|wgrad|dgrad"),
-    ("reflection pad", r"reflection_pad"),
+    ("reflection pad", r"reflection_pad|_pad_relu_up"),     # PyTorch's, or the fused channels-last one
     ("upsample", r"upsample"),
     ("matmul", r"gemm|nvjet|cutlass|ampere|sm90"),
     ("layernorm", r"layer_norm"),
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--weights", default=None, help="default: the bundled weights")
+    ap.add_argument("--random", action="store_true", help="random weights of the full model (speed only)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -85,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from mambast_cli.engine import Engine
 
-    engine = Engine(weights=a.weights, device="cuda")
+    if a.random:
+        from mambast_cli.model import MambaST, MambaSTConfig
+
+        torch.manual_seed(0)
+        engine = Engine(model=MambaST(MambaSTConfig()).eval(), device="cuda", disk_cache=False)
+    else:
+        engine = Engine(weights=a.weights, device="cuda")
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "engine": engine.info(), "rows": []}
     for s in a.sizes.split(","):
         h, w = (int(v) for v in s.lower().split("x"))

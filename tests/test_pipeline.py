@@ -313,3 +313,72 @@ def test_uint8_device_path_splits_a_batch_on_out_of_memory(tmp_path: Path, make_
     report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out", fmt="png"), eng,
                      RunOptions(batch_size=4))
     assert report.success and report.ok == 3 and set(report.batch_sizes) == {1}
+
+
+# -- the engine thread, back-pressure and stage times ----------------------------------------------------------
+class _WatchedEngine(FakeEngine):
+    """Records which threads call stylize and whether two calls ever overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+        self.active = 0
+        self.overlapped = False
+        self.guard = threading.Lock()
+
+    def stylize(self, *a: Any, **k: Any) -> Any:
+        with self.guard:
+            self.active += 1
+            self.overlapped |= self.active > 1
+            self.threads.add(threading.get_ident())
+        try:
+            return super().stylize(*a, **k)
+        finally:
+            with self.guard:
+                self.active -= 1
+
+
+def test_one_engine_thread_in_plan_order_with_stage_times(tmp_path: Path, make_image: Any) -> None:
+    for i in range(12):
+        make_image(f"in/{i:02d}.png", size=(24, 16), noise=True)
+    s = make_image("s.png")
+    eng = _WatchedEngine()
+    report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out"), eng,
+                     RunOptions(size=0, max_side=0, batch_size=3, fsync=False))
+    assert report.ok == 12 and eng.calls == [3, 3, 3, 3]
+    assert len(eng.threads) == 1 and threading.get_ident() not in eng.threads and not eng.overlapped
+    st = report.to_dict()["stages_s"]
+    assert {"decode_busy", "engine_busy", "write_busy", "decode_wait"} <= set(st)
+    assert all(v >= 0 for v in st.values()) and st["engine_busy"] > 0
+
+
+def test_a_bug_in_the_engine_thread_reaches_the_caller(tmp_path: Path, make_image: Any) -> None:
+    for i in range(4):
+        make_image(f"in/{i}.png")
+    s = make_image("s.png")
+
+    class Broken(FakeEngine):
+        def stylize(self, *a: Any, **k: Any) -> Any:
+            raise ZeroDivisionError("bug")
+
+    with pytest.raises(ZeroDivisionError):
+        _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out"), Broken(),
+             RunOptions(size=0, max_side=0, batch_size=2, fsync=False))
+    assert not _parts(tmp_path) and not list((tmp_path / "out").glob("*.jpg"))
+
+
+def test_write_budget_blocks_by_bytes_but_always_lets_one_through() -> None:
+    from mambast_cli.pipeline.run import _BytesBudget
+
+    b = _BytesBudget(100)
+    assert b.acquire(500, lambda: False)             # larger than the limit, but nothing waits: let through
+    assert not b.acquire(10, lambda: True)           # full: gives up when asked to
+    b.release(500)
+    assert b.acquire(60, lambda: False) and b.acquire(40, lambda: False)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: b.acquire(1, lambda: False) and done.set())
+    t.start()
+    assert not done.wait(0.3)                        # 100 of 100 used: blocks
+    b.release(60)
+    assert done.wait(2.0)
+    t.join()

@@ -72,7 +72,7 @@ def folder_benchmark(engine: Any, *, n: int = 1000, size: int = 512, images: str
 
     Returns:
         {"images", "size", "ok", "failed", "warmup_s", "wall_s", "wall_img_s", "steady_img_s", "batch_sizes",
-         "errors"}.
+         "stages_s" (the run's `Report.stages`), "errors"}.
     """
     import shutil
 
@@ -114,7 +114,7 @@ def folder_benchmark(engine: Any, *, n: int = 1000, size: int = 512, images: str
         return {"images": len(files), "size": size, "ok": report.ok, "failed": report.failed,
                 "warmup_s": round(warmup_s, 3), "wall_s": round(wall, 3), "wall_img_s": round(report.ok / wall, 2),
                 "steady_img_s": round(steady_rate(times), 2), "batch_sizes": dict(report.batch_sizes),
-                "errors": errors}
+                "stages_s": report.to_dict()["stages_s"], "errors": errors}
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -125,6 +125,9 @@ def format_folder(row: dict[str, Any]) -> str:
     text = (f"folder end to end ({row['images']} JPEGs at {row['size']}², decode → engine → encode, one style):\n"
             f"  {row['ok']} written, {row['failed']} failed in {row['wall_s']} s: {row['wall_img_s']} img/s wall, "
             f"{row['steady_img_s']} img/s steady (warm-up run {row['warmup_s']} s; batches {row['batch_sizes']})")
+    st = row.get("stages_s") or {}
+    if st:
+        text += "\n  stages (s): " + ", ".join(f"{k} {v}" for k, v in st.items())
     return "\n".join([text] + [f"  failed: {e}" for e in row["errors"]])
 
 

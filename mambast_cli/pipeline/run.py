@@ -11,8 +11,15 @@ Data flow and invariants:
   every run: with the engine's seed fixed, a run is deterministic.
 - Pictures are grouped by processed size (a bucket) because a batch needs one size. A bucket is sent when it
   holds a full batch; when too many pictures wait across buckets, the fullest bucket is sent early.
-- The engine is only called from the calling thread. Each style is decoded once and encoded once per run; a style
-  that fails fails only its own items.
+- Styles are encoded on the calling thread before any content; then every content batch goes to one engine thread
+  (`mambast-engine`), at most two batches queued, so decoding, bucketing and the upload's host side go on while the
+  GPU runs. The engine is never called from two threads at once, and batches run in plan order. Each style is
+  decoded once and encoded once per run; a style that fails fails only its own items.
+- Back-pressure on the output side is by bytes (``_BytesBudget``, 512 MiB of finished pictures waiting for the
+  writers), so the engine thread is not held up by a full batch of writes, and memory stays bounded for huge
+  pictures too.
+- The Report's ``stages`` say where the time went: the calling thread waiting for decodes or for a free engine
+  slot, the engine thread's busy time, and the writers' busy time (summed over threads).
 - Out of memory: ``torch.OutOfMemoryError`` escaping ``stylize`` splits the batch in two and retries both halves,
   down to one picture; the smaller batch size is kept for that bucket. A DeviceError from ``stylize`` means the
   engine already backed off to one picture (and tiles) and still ran out: each item of that call fails, the run
@@ -103,6 +110,10 @@ class Report:
         style_cache_hits: from the engine's stats.
         style_encodes: from the engine's stats.
         batch_sizes: how many engine calls had each batch size.
+        stages: seconds per stage: ``decode_wait`` (the calling thread waiting for a decode), ``engine_wait``
+            (waiting for a free engine slot: the engine is the bottleneck), ``engine_busy`` (upload, model,
+            download), ``write_wait`` (the engine thread waiting for the writers), ``decode_busy`` and
+            ``write_busy`` (summed over the worker threads).
     """
 
     planned: int = 0
@@ -115,6 +126,11 @@ class Report:
     style_cache_hits: int = 0
     style_encodes: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        """Add to a stage's seconds (callers hold the runner's lock or are the only writer of that stage)."""
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
     def count(self, ev: Event) -> None:
         """Count one item event: ``ok``, ``error`` (kept in ``errors``) or ``skipped``; other kinds are not items."""
@@ -149,7 +165,36 @@ class Report:
             "style_cache_hits": self.style_cache_hits,
             "style_encodes": self.style_encodes,
             "interrupted": self.interrupted,
+            "stages_s": {k: round(v, 3) for k, v in sorted(self.stages.items())},
         }
+
+
+class _BytesBudget:
+    """Bytes of finished pictures handed to the writers and not yet written: `acquire` blocks above `limit`
+    (one picture is always let through, however large)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = int(limit), 0
+        self.cv = threading.Condition()
+
+    def acquire(self, n: int, give_up: Callable[[], bool]) -> bool:
+        """Reserve n bytes; False if `give_up()` turned true while waiting."""
+        with self.cv:
+            while self.used > 0 and self.used + n > self.limit:
+                if give_up():
+                    return False
+                self.cv.wait(0.1)
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self.cv:
+            self.used -= n
+            self.cv.notify_all()
+
+
+#: finished pictures allowed to wait for the writers (two 64-picture batches at 1024² fit).
+WRITE_BUDGET_BYTES = 512 * 1024 * 1024
 
 
 @dataclass
@@ -265,7 +310,9 @@ class _Runner:
         self.failed_styles: dict[int, Event] = {}
         self.caps: dict[tuple[int, int], int] = {}
         self.cleaned_dirs: set[str] = set()
-        self.write_slots = threading.BoundedSemaphore(1)  # replaced in run()
+        self.write_budget = _BytesBudget(WRITE_BUDGET_BYTES)
+        self.engine_slots = threading.BoundedSemaphore(2)   # batches queued or running on the engine thread
+        self.engine_pool: ThreadPoolExecutor | None = None  # created in run()
         self.oom_types = _out_of_memory_types()
         # On a CUDA engine pictures travel as uint8 and are converted on the GPU (`upload_frames`, `_download`); on the
         # CPU the decode and write threads convert them, in parallel, as float tensors. Same bytes either way.
@@ -337,13 +384,22 @@ class _Runner:
             return _Item(ci, styles, image_to_tensor(img), t0)
         except MambastError as e:
             return e
+        finally:
+            self._timed("decode_busy", t0)
+
+    def _timed(self, stage: str, t0: float) -> None:
+        dt = time.perf_counter() - t0
+        with self.lock:
+            self.report.add_time(stage, dt)
 
     def decoded(self, pool: ThreadPoolExecutor) -> Iterator[_Item]:
         window: deque[tuple[int, tuple[int, ...], Future[_Item | MambastError]]] = deque()
 
         def take() -> Iterator[_Item]:
             ci, styles, fut = window.popleft()
+            t0 = time.perf_counter()
             res = fut.result()
+            self._timed("decode_wait", t0)
             if isinstance(res, MambastError):
                 for si in styles:
                     self.item_error(ci, si, res)
@@ -360,9 +416,10 @@ class _Runner:
             yield from take()
 
     def _queue_size(self) -> int:
-        """Decoded pictures allowed ahead of the engine: at least a full batch, so the device never waits."""
+        """Decoded pictures allowed ahead of the engine: two full batches (one being gathered while the decoders
+        work on the next), so the device never waits on decoding."""
         base = self.opts.queue_size or max(8, 2 * _cpu_workers(self.opts.decode_workers))
-        return max(base, max(self.caps.values(), default=1))
+        return max(base, 2 * max(self.caps.values(), default=1))
 
     # -- batching ---------------------------------------------------------------------------------------------
     def batch_for(self, size: tuple[int, int]) -> int:
@@ -387,7 +444,43 @@ class _Runner:
             size = _size(sub[0])
             cap = self.batch_for(size)  # type: ignore[arg-type]
             for k in range(0, len(sub), cap):
-                self._run_chunk(sub[k : k + cap], si, size, torch)  # type: ignore[arg-type]
+                self._submit_chunk(sub[k : k + cap], si, size, torch)  # type: ignore[arg-type]
+
+    def _submit_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
+        """Queue one batch for the engine thread (at most two queued or running: back-pressure)."""
+        t0 = time.perf_counter()
+        while not self.engine_slots.acquire(timeout=0.1):
+            if self.stop.is_set() or self.fatal is not None:
+                return
+        self._timed("engine_wait", t0)
+        assert self.engine_pool is not None
+        fut = self.engine_pool.submit(self._engine_job, chunk, si, size, torch)
+        fut.add_done_callback(lambda f: self.engine_slots.release())
+
+    def _engine_thread_init(self) -> None:
+        """The current CUDA device is per thread (Triton launches on it): make it the engine's."""
+        dev = getattr(self.engine, "device", None)
+        if _is_cuda(dev) and getattr(dev, "index", None) is not None:
+            import torch
+
+            torch.cuda.set_device(dev)
+
+    def _engine_job(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
+        """One batch on the engine thread. Item errors are events; anything else stops the run and is re-raised
+        by `run` (a KeyboardInterrupt raised inside the engine counts as an interruption)."""
+        t0 = time.perf_counter()
+        try:
+            self._run_chunk(chunk, si, size, torch)
+        except KeyboardInterrupt:
+            self.report.interrupted = True
+            self.stop.set()
+        except BaseException as e:
+            with self.lock:
+                if self.fatal is None:
+                    self.fatal = e
+            self.stop.set()
+        finally:
+            self._timed("engine_busy", t0)
 
     def _run_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
         if self.stop.is_set():
@@ -427,16 +520,19 @@ class _Runner:
 
     # -- writing ----------------------------------------------------------------------------------------------
     def submit_write(self, it: _Item, si: int, out: Any) -> None:
-        while not self.write_slots.acquire(timeout=0.1):
-            if self.fatal is not None:
-                return
+        n = int(getattr(out, "nbytes", 0) or out.numel() * out.element_size())
+        t0 = time.perf_counter()
+        if not self.write_budget.acquire(n, lambda: self.fatal is not None):
+            return
+        self._timed("write_wait", t0)
         if self.fatal is not None:
-            self.write_slots.release()
+            self.write_budget.release(n)
             return
         fut = self.writer.submit(self._write, it, si, out)
-        fut.add_done_callback(lambda f: self.write_slots.release())
+        fut.add_done_callback(lambda f: self.write_budget.release(n))
 
     def _write(self, it: _Item, si: int, out: Any) -> None:
+        t0 = time.perf_counter()
         try:
             if self.fatal is not None:
                 return
@@ -469,6 +565,8 @@ class _Runner:
                 if self.fatal is None:
                     self.fatal = e
             self.stop.set()
+        finally:
+            self._timed("write_busy", t0)
 
     # -- main loop --------------------------------------------------------------------------------------------
     def run(self) -> Report:
@@ -476,9 +574,9 @@ class _Runner:
         for ev in self.plan.start_events():
             self.emit(ev)
         n_write = _cpu_workers(self.opts.write_workers)
-        self.write_slots = threading.BoundedSemaphore(2 * n_write + (self.opts.batch_size or 4))
         decoder = ThreadPoolExecutor(_cpu_workers(self.opts.decode_workers), thread_name_prefix="mambast-decode")
         self.writer = ThreadPoolExecutor(n_write, thread_name_prefix="mambast-write")
+        self.engine_pool = ThreadPoolExecutor(1, thread_name_prefix="mambast-engine", initializer=self._engine_thread_init)
         try:
             if self.plan.n_pending:
                 self.encode_styles()
@@ -506,6 +604,9 @@ class _Runner:
             self.stop.set()
         finally:
             decoder.shutdown(wait=True, cancel_futures=True)
+            if self.report.interrupted:
+                self.stop.set()          # a batch still queued for the engine is dropped, the running one finishes
+            self.engine_pool.shutdown(wait=True)
             self.writer.shutdown(wait=True)  # writes in flight finish (atomically); nothing else is started
             self.report.elapsed_s = time.perf_counter() - t0
             self.report.style_cache_hits, self.report.style_encodes = engine_counters(self.engine)
