@@ -195,6 +195,54 @@ def _fmt_secs(s: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
 
 
+#: a folder at least this big on one GPU runs in several worker processes (see `auto_workers`)
+AUTO_WORKERS_MIN_JOBS = 256
+
+
+def auto_workers(device: str, n_jobs: int) -> str | None:
+    """A ``--devices`` value that puts several worker processes on the one GPU of a big single-device run, or None.
+
+    One process cannot feed an H100: its decode and encode threads and the thread that launches the model's kernels
+    share one GIL, and the folder rate stays at ~160 pictures/s at 512² while the engine alone does ~410
+    (BENCHMARKS.md, session 4: 1, 2, 3, 4 workers on one H100 gave 159, 236, 299, 330 pictures/s). So a run of at
+    least ``AUTO_WORKERS_MIN_JOBS`` jobs on a CUDA device uses one worker per 4 CPU cores, at most 4 (2 on a GPU
+    under 40 GiB, whose batches are smaller anyway), through the multi-device path (``--devices 0,0,0,0``).
+    ``MAMBAST_WORKERS_PER_GPU=N`` sets the count (1 = one process, as before).
+
+    Args:
+        device: the ``--device`` value ("auto", "cuda", "cuda:N", "cpu", ...).
+        n_jobs: planned (content, style) jobs.
+
+    Returns:
+        e.g. ``"0,0,0,0"``, or None for a single in-process engine.
+    """
+    env = os.environ.get("MAMBAST_WORKERS_PER_GPU", "").strip()
+    if os.environ.get("MAMBAST_FAKE_ENGINE") and not env:
+        return None
+    if not env and n_jobs < AUTO_WORKERS_MIN_JOBS:
+        return None
+    d = device.strip().lower()
+    if not (d == "auto" or d == "cuda" or d.startswith("cuda:")):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    index = int(d.split(":", 1)[1]) if d.startswith("cuda:") else torch.cuda.current_device()
+    if not 0 <= index < torch.cuda.device_count():
+        return None                          # let the ordinary path report the bad device
+    if env:
+        try:
+            k = int(env)
+        except ValueError:
+            raise UsageError(f"MAMBAST_WORKERS_PER_GPU={env!r} is not a number") from None
+    else:
+        k = max(1, min(4, (os.cpu_count() or 1) // 4))
+        if torch.cuda.get_device_properties(index).total_memory < 40 * 1024 ** 3:
+            k = min(k, 2)
+    return ",".join([str(index)] * k) if k > 1 else None
+
+
 def _exit_code(report: "Report") -> int:
     if report.interrupted:
         return 130
@@ -322,6 +370,8 @@ def _stylize(console: "Console", inputs: list[str], style: list[str], output: st
     opts = RunOptions(size=size, max_side=max_side, style_size=style_size, alpha=alpha, preserve_color=preserve_color,
                       quality=quality, batch_size=batch_size, max_pixels=max_pixels)
     engine_kwargs: dict[str, Any] = dict(weights=os.fspath(weights) if weights else None, precision=precision, seed=seed)
+    if devices is None and ray is None and not to_stdout:
+        devices = auto_workers(device, plan.n_pending)
     if ray is not None or (devices is not None and not to_stdout):
         renderer = _Renderer(console, total=plan.n_pending, json_mode=json_out, quiet=quiet)
         try:

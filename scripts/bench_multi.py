@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--task-size", type=int, default=8)
+    ap.add_argument("--workers-per-gpu", default="1",
+                    help="comma-separated worker processes per GPU to try, e.g. 1,2,3 (each count gets its rows)")
     ap.add_argument("--weights", default=None, help="weights file (default: random full-size weights)")
     ap.add_argument("--no-in-process", action="store_true", help="skip the in-process 1-GPU reference row")
     ap.add_argument("--json-out", default="bench_multi.json")
@@ -103,10 +105,14 @@ def main() -> None:
         rows.append(run_once("1 (in-process)", None, work / "in", style, work / "out_inproc", engine_kwargs, opts,
                              args.task_size))
         print(json.dumps(rows[-1]), flush=True)
+    per = [int(k) for k in args.workers_per_gpu.split(",") if k.strip()]
     for c in counts:
-        rows.append(run_once(str(c), [f"cuda:{i}" for i in range(c)], work / "in", style, work / f"out_{c}",
-                             engine_kwargs, opts, args.task_size))
-        print(json.dumps(rows[-1]), flush=True)
+        for k in per:
+            label = str(c) if k == 1 else f"{c} x{k} workers"
+            rows.append(run_once(label, [f"cuda:{i}" for i in range(c) for _ in range(k)], work / "in", style,
+                                 work / f"out_{c}_{k}", engine_kwargs, opts, args.task_size))
+            rows[-1]["gpus"], rows[-1]["workers_per_gpu"] = c, k
+            print(json.dumps(rows[-1]), flush=True)
 
     base = next((r["steady_img_s"] for r in rows if r["label"] == "1"), None)
     print()

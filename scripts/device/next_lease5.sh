@@ -7,6 +7,9 @@
 #           encode thread vs the encoder process, one 7680×4320 image + the memory-vs-pixels curve.
 #   PART=3: the image pipeline again after the engine moved to its own thread (stage times), with the default and a
 #           0.5 ms GIL switch interval, and at 256².
+#   PART=5: `mambast stylize` on 3000 512² JPEGs with the bundled weights (weights in the tree, carry nothing):
+#           MAMBAST_WORKERS_PER_GPU=1 vs the default (auto: several worker processes on the GPU).
+#   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -21,6 +24,27 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 5 ]; then
+  # the CLI as a user runs it, bundled weights (carry nothing): one process vs the new default (auto workers)
+  python3 -c "from mambast_cli.pipeline.bench import make_images; from pathlib import Path; make_images(Path('/tmp/f/in'), 3000, 512); make_images(Path('/tmp/f/s'), 1, 512, seed=10000)"
+  for w in 1 auto; do
+    if [ $w = 1 ]; then export MAMBAST_WORKERS_PER_GPU=1; else unset MAMBAST_WORKERS_PER_GPU; fi
+    echo "== workers $w"
+    t0=$(date +%s.%N)
+    python3 -m mambast_cli stylize /tmp/f/in --style /tmp/f/s/img00000.jpg -o /tmp/f/out_$w --json 2>/tmp/f/err_$w | tail -1
+    echo "wall of the whole command: $(python3 -c "print(round($(date +%s.%N) - $t0, 2))") s"; tail -2 /tmp/f/err_$w
+    ls /tmp/f/out_$w | wc -l
+  done
+  python3 - <<'PY'
+import filecmp, os
+a, b = "/tmp/f/out_1", "/tmp/f/out_auto"
+names = sorted(os.listdir(a))
+same = sum(filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names)
+print(f"identical outputs, 1 process vs auto workers: {same}/{len(names)}")
+PY
+elif [ "$PART" = 4 ]; then
+  # several worker processes sharing the one GPU (each its own GIL): `--devices 0,0,...`
+  timeout 400 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,3,4 --images 3000 --json-out $OUT/multi.json 2>&1 | grep -v -i warn | tail -9
 elif [ "$PART" = 3 ]; then
   # the image pipeline after moving the engine onto its own thread (byte-bounded write queue, 2-batch decode window)
   timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_a.json 2> $OUT/folder_a.err
