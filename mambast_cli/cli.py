@@ -195,31 +195,40 @@ def _fmt_secs(s: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
 
 
-#: a folder at least this big on one GPU runs in several worker processes (see `auto_workers`)
+#: with MAMBAST_WORKERS_PER_GPU=auto, a folder at least this big on one GPU runs in several worker processes
 AUTO_WORKERS_MIN_JOBS = 256
 
 
 def auto_workers(device: str, n_jobs: int) -> str | None:
-    """A ``--devices`` value that puts several worker processes on the one GPU of a big single-device run, or None.
+    """The ``--devices`` value for ``MAMBAST_WORKERS_PER_GPU``: several worker processes sharing the one GPU of a
+    single-device run, or None (one in-process engine: the default).
 
-    One process cannot feed an H100: its decode and encode threads and the thread that launches the model's kernels
-    share one GIL, and the folder rate stays at ~160 pictures/s at 512² while the engine alone does ~410
-    (BENCHMARKS.md, session 4: 1, 2, 3, 4 workers on one H100 gave 159, 236, 299, 330 pictures/s). So a run of at
-    least ``AUTO_WORKERS_MIN_JOBS`` jobs on a CUDA device uses one worker per 4 CPU cores, at most 4 (2 on a GPU
-    under 40 GiB, whose batches are smaller anyway), through the multi-device path (``--devices 0,0,0,0``).
-    ``MAMBAST_WORKERS_PER_GPU=N`` sets the count (1 = one process, as before).
+    Why: one process cannot feed an H100. Its decode and encode threads and the thread that launches the model's
+    kernels share one GIL, and the folder rate stays at ~160 pictures/s at 512² while the engine alone does ~410
+    (BENCHMARKS.md, session 4: 1, 2, 3, 4 workers on one H100 gave 159, 236, 299, 330 pictures/s steady).
+    Why not by default: a worker's batch sizes depend on which tasks it happened to take, and the scan's tuned
+    configuration (so the last bit of rounding) depends on the batch size, so a few pictures (4 of 3,000 measured)
+    can differ by rounding between two runs; one process gives the same bytes every run.
+
+    ``MAMBAST_WORKERS_PER_GPU``: unset or 1 → None; N → N workers; ``auto`` → one per 4 CPU cores, at most 4 (2 on
+    a GPU under 40 GiB), for runs of at least ``AUTO_WORKERS_MIN_JOBS`` jobs.
 
     Args:
         device: the ``--device`` value ("auto", "cuda", "cuda:N", "cpu", ...).
         n_jobs: planned (content, style) jobs.
 
     Returns:
-        e.g. ``"0,0,0,0"``, or None for a single in-process engine.
+        e.g. ``"0,0,0,0"``, or None.
+
+    Raises:
+        UsageError: the variable is neither a number nor ``auto``.
     """
-    env = os.environ.get("MAMBAST_WORKERS_PER_GPU", "").strip()
-    if os.environ.get("MAMBAST_FAKE_ENGINE") and not env:
+    env = os.environ.get("MAMBAST_WORKERS_PER_GPU", "").strip().lower()
+    if env in ("", "1"):
         return None
-    if not env and n_jobs < AUTO_WORKERS_MIN_JOBS:
+    if env != "auto" and not env.isdigit():
+        raise UsageError(f"MAMBAST_WORKERS_PER_GPU={env!r} is neither a number nor 'auto'")
+    if env == "auto" and n_jobs < AUTO_WORKERS_MIN_JOBS:
         return None
     d = device.strip().lower()
     if not (d == "auto" or d == "cuda" or d.startswith("cuda:")):
@@ -231,15 +240,12 @@ def auto_workers(device: str, n_jobs: int) -> str | None:
     index = int(d.split(":", 1)[1]) if d.startswith("cuda:") else torch.cuda.current_device()
     if not 0 <= index < torch.cuda.device_count():
         return None                          # let the ordinary path report the bad device
-    if env:
-        try:
-            k = int(env)
-        except ValueError:
-            raise UsageError(f"MAMBAST_WORKERS_PER_GPU={env!r} is not a number") from None
-    else:
+    if env == "auto":
         k = max(1, min(4, (os.cpu_count() or 1) // 4))
         if torch.cuda.get_device_properties(index).total_memory < 40 * 1024 ** 3:
             k = min(k, 2)
+    else:
+        k = int(env)
     return ",".join([str(index)] * k) if k > 1 else None
 
 

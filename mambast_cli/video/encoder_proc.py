@@ -6,8 +6,9 @@ thread then stalls the thread that launches the model's GPU kernels, and the two
 Speed). Here the parent only sends bytes down a pipe (the GIL is released while the pipe write blocks) and a child
 process, with its own GIL, owns the :class:`~mambast_cli.video.io.VideoWriter`.
 
-Status: opt-in (env ``MAMBAST_VIDEO_ENCODER=process``) until it is measured on the GPU machine; the default is the
-encode thread. Same interface as VideoWriter (write, mux_copy, commit, abort, stats, tmp, final) and the same
+Status: opt-in (env ``MAMBAST_VIDEO_ENCODER=process``); the default is the encode thread. Measured on an H100 host
+(16 cores, 1080p, BENCHMARKS.md session 4) it is slower than the thread: 22.0 vs 24.6 fps, because the 6 MB per
+frame sent through the pipe cost more than the GIL contention it removes. Same interface as VideoWriter (write, mux_copy, commit, abort, stats, tmp, final) and the same
 guarantees: the output appears only at commit (temp name + rename, done by the child), abort removes the temp file,
 and a child left behind by a killed parent notices, removes its temp file and exits.
 
