@@ -389,3 +389,27 @@ def test_channels_last_decoder_gives_the_same_pictures(model, tmp_path, monkeypa
     c = tiled.stylize(x, tiled.encode_style(style))
     assert tiled.stats["tiled_renders"] >= 1
     torch.testing.assert_close(c, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_give_the_eager_bytes_gpu(monkeypatch):
+    """On CUDA (bf16): the second batch of a shape is captured and later ones replayed; the pictures equal the eager
+    engine's bit for bit, also after a style change (the static style inputs are refreshed)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    torch.manual_seed(0)
+    m = MambaST(MambaSTConfig()).eval()
+    x = _imgs(4, 3, 256, 320, seed=3)
+    styles = [_imgs(3, 256, 256, seed=4), _imgs(3, 256, 256, seed=5)]
+    monkeypatch.setenv("MAMBAST_CUDA_GRAPHS", "0")
+    eager = Engine(model=m, device="cuda", disk_cache=False)
+    ref = [eager.stylize(x, eager.encode_style(s)) for s in styles]
+    monkeypatch.delenv("MAMBAST_CUDA_GRAPHS")
+    eng = Engine(model=m, device="cuda", disk_cache=False)
+    hs = [eng.encode_style(s) for s in styles]
+    outs = [eng.stylize(x, hs[i % 2]) for i in range(5)]        # eager, capture + replay, replay, replay, replay
+    st = eng.stats
+    print("graph stats", {k: v for k, v in st.items() if k.startswith("graph_")})
+    assert st["graph_captures"] == 1 and st["graph_replays"] == 4 and st["graph_capture_failures"] == 0
+    for i, o in enumerate(outs):
+        assert torch.equal(o, ref[i % 2]), i

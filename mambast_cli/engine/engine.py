@@ -40,6 +40,7 @@ from ..errors import DeviceError, InputError, UsageError, WeightsError
 from ..model import MambaST, StyleState
 from .cache import DiskCache, make_key
 from .cnn_nhwc import NHWCDecoder
+from .graphs import GraphCache
 from .render import TiledCNN, cnn_geometry, preserve_color
 
 __all__ = ["Engine", "StyleHandle", "DEFAULT_STYLE_SIZE", "resolve_device", "resolve_precision"]
@@ -295,6 +296,11 @@ class Engine:
                 self._cnn_call = NHWCDecoder(self.model.cnn, self.dtype)
             except ValueError:        # a decoder not of the spec's pattern: the plain module
                 self.channels_last = False
+        # CUDA graphs of the whole batch forward (bf16 path; the fp32 path stays the plain eager reference).
+        self._graphs: GraphCache | None = None
+        if (self.device.type == "cuda" and self.dtype != torch.float32 and not self.compiled
+                and os.environ.get("MAMBAST_CUDA_GRAPHS", "1") != "0"):
+            self._graphs = GraphCache(self._graph_forward)
         if self.compiled:
             # Only the CNN decoder (≈80% of the FLOPs at 512², plain convs, compiles cleanly). The Mamba part stays
             # eager: its scans are already Triton kernels, and tracing the reference scan unrolls its time loop.
@@ -326,6 +332,8 @@ class Engine:
         style_cache_hits_memory / _disk, style_cache_writes / _corrupt, pairs (content×style images made),
         batches, identity_passes (alpha < 1), tiled_renders, oom_retries, seconds_style, seconds_stylize."""
         s = dict(self._stats)
+        if self._graphs is not None:
+            s.update({f"graph_{k}": v for k, v in self._graphs.stats.items()})
         if self.disk is not None:
             s["style_cache_corrupt"] = self.disk.stats["corrupt"]
             s["style_cache_writes"] = self.disk.stats["writes"]
@@ -546,6 +554,44 @@ class Engine:
         """One batch through the model; returns float32 CPU (pinned when on CUDA), or on the device with on_device."""
         dev = self.device
         x = contents.to(dev, non_blocking=contents.is_pinned()).float()
+        img = self._replay(x, style, render_pixels) if alpha == 1.0 else None
+        if img is None:
+            img = self._forward(x, style, alpha, render_pixels)
+        img = img.float()
+        if keep_color:
+            img = preserve_color(img, x)
+        img = img.clamp_(0.0, 1.0)
+        self._stats["batches"] += 1
+        if dev.type == "cuda" and not on_device:
+            host = torch.empty(img.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(img, non_blocking=True)
+            torch.cuda.current_stream(dev).synchronize()
+            return host
+        return img.contiguous()
+
+    def _replay(self, x: torch.Tensor, style: StyleHandle, render_pixels: int) -> torch.Tensor | None:
+        """The batch by CUDA-graph replay (`graphs.GraphCache`), or None to run it eagerly (graphs off, first batch
+        of a shape, a render that must be split into tiles, or a shape that cannot be captured)."""
+        if self._graphs is None:
+            return None
+        B, _, H, W = x.shape
+        grid = self.model.token_grid(H, W)
+        s = self.geometry.scale
+        if B * grid[0] * grid[1] * s * s > render_pixels:
+            return None
+        return self._graphs(x, self._layout(style, grid))
+
+    def _graph_forward(self, x: torch.Tensor, ss: StyleState) -> torch.Tensor:
+        """What a graph captures: encode the contents, decode with the laid-out style, render (no tiling)."""
+        with self._autocast():
+            cs = self._encode_content(x)
+            feats = self._decode_features(cs, ss)
+            if self.dtype != torch.float32:
+                feats = feats.to(self.dtype)
+            return self._render(feats, cs, 1 << 62)
+
+    def _forward(self, x: torch.Tensor, style: StyleHandle, alpha: float, render_pixels: int) -> torch.Tensor:
+        """The eager batch forward: (B, 3, H, W) on the device, in the compute dtype, unclamped."""
         with self._autocast():
             cs = self._encode_content(x)
             feats = None
@@ -563,18 +609,7 @@ class Engine:
                 # The first convolution would cast to bf16 anyway; casting before its reflection padding gives the
                 # same values (padding only moves them) with half the bytes moved and stored.
                 feats = feats.to(self.dtype)
-            img = self._render(feats, cs, render_pixels)
-        img = img.float()
-        if keep_color:
-            img = preserve_color(img, x)
-        img = img.clamp_(0.0, 1.0)
-        self._stats["batches"] += 1
-        if dev.type == "cuda" and not on_device:
-            host = torch.empty(img.shape, dtype=torch.float32, pin_memory=True)
-            host.copy_(img, non_blocking=True)
-            torch.cuda.current_stream(dev).synchronize()
-            return host
-        return img.contiguous()
+            return self._render(feats, cs, render_pixels)
 
     def _render(self, feats: torch.Tensor, cs: Any, render_pixels: int) -> torch.Tensor:
         """`model.render` (CNN decoder + crop), split into batches/tiles above `render_pixels` output pixels."""
@@ -614,6 +649,8 @@ class Engine:
         return int(free + max(0, reusable))
 
     def _free_cached(self) -> None:
+        if self._graphs is not None:
+            self._graphs.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

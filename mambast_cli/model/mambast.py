@@ -402,6 +402,11 @@ class MambaST(nn.Module):
                         nn.init.xavier_uniform_(p)
 
     # -- the split forward ------------------------------------------------------------------------------------
+    def token_grid(self, H: int, W: int) -> tuple[int, int]:
+        """The (h, w) token grid an H×W picture gets (after `pad_to_multiple`), without running anything."""
+        p = self.cfg.patch
+        return max(-(-int(H) // p), 2), max(-(-int(W) // p), 2)
+
     def _embed(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         H, W = img.shape[-2:]
         x = self.embedding(pad_to_multiple(img, self.cfg.patch))   # (B, h, w, C)

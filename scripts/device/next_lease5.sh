@@ -9,6 +9,7 @@
 #           0.5 ms GIL switch interval, and at 256².
 #   PART=5: `mambast stylize` on 3000 512² JPEGs with the bundled weights (weights in the tree, carry nothing):
 #           MAMBAST_WORKERS_PER_GPU=1 vs the default (auto: several worker processes on the GPU).
+#   PART=6: CUDA graphs of the engine forward: GPU tests, engine rows with MAMBAST_CUDA_GRAPHS=0 / 1, folder, video.
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -24,6 +25,18 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 6 ]; then
+  # CUDA graphs of the engine's batch forward (engine/graphs.py): GPU tests, engine rows off/on, folder, video
+  timeout 100 python3 scripts/check_graphs.py 2>&1 | tail -3
+  timeout 100 python3 scripts/check_graphs.py --size 512x512 --batch 16 2>&1 | tail -3
+  for g in 0 1; do
+    MAMBAST_CUDA_GRAPHS=$g timeout 150 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 \
+      --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_graphs$g.json 2> $OUT/engine_graphs$g.err
+    echo "== MAMBAST_CUDA_GRAPHS=$g"; report $OUT/engine_graphs$g.json 17; tail -2 $OUT/engine_graphs$g.err
+  done
+  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_g.json 2> $OUT/folder_g.err
+  python3 -c "import json; r=json.load(open('$OUT/folder_g.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder_g.err
+  timeout 100 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 --json-out $OUT/video_g.json 2>&1 | tail -4
 elif [ "$PART" = 5 ]; then
   # the CLI as a user runs it, bundled weights (carry nothing): one process vs the new default (auto workers)
   python3 -c "from mambast_cli.pipeline.bench import make_images; from pathlib import Path; make_images(Path('/tmp/f/in'), 3000, 512); make_images(Path('/tmp/f/s'), 1, 512, seed=10000)"
