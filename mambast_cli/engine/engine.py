@@ -63,6 +63,10 @@ _BYTES_PER_PIXEL = {torch.float32: 2400, torch.bfloat16: 1600}
 _CNN_BYTES_PER_PIXEL = {torch.float32: 1024, torch.bfloat16: 512}
 _CPU_RENDER_PIXELS = 4 * 1024 * 1024      # CPU: render at most ~4 MP per CNN call (bounded RAM)
 _MIN_TILE_PIXELS = 256 * 256              # OOM recovery gives up below this tile size
+#: CUDA graphs only for pictures up to this many pixels: above it a batch's kernels run long enough that launching
+#: them costs nothing noticeable, and a captured graph would hold its activations (4K: 133 ms eager vs 217 ms with
+#: the capture in the timed runs, 5.1 vs 13.0 GB peak; BENCHMARKS.md session 4)
+GRAPH_MAX_PICTURE_PIXELS = 1024 * 1024
 _INDEX_LIMIT = 2**31 - 1                  # elements: PyTorch kernels that use 32-bit index math refuse more
 _MAX_MEMO_STYLES = 256                    # encoded styles remembered by key (≈8 MiB of device memory each at 512²)
 
@@ -577,7 +581,7 @@ class Engine:
         B, _, H, W = x.shape
         grid = self.model.token_grid(H, W)
         s = self.geometry.scale
-        if B * grid[0] * grid[1] * s * s > render_pixels:
+        if grid[0] * grid[1] * s * s > GRAPH_MAX_PICTURE_PIXELS or B * grid[0] * grid[1] * s * s > render_pixels:
             return None
         return self._graphs(x, self._layout(style, grid))
 

@@ -515,21 +515,30 @@ class _Runner:
             return
         with self.lock:
             self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
-        for it, o in zip(chunk, out):
-            self.submit_write(it, si, o)
+        self.submit_writes(list(zip(chunk, out)), si)
 
     # -- writing ----------------------------------------------------------------------------------------------
-    def submit_write(self, it: _Item, si: int, out: Any) -> None:
-        n = int(getattr(out, "nbytes", 0) or out.numel() * out.element_size())
+    def submit_writes(self, pairs: list[tuple[_Item, Any]], si: int) -> None:
+        """Hand one batch of results to the writers: one budget reservation and one hand-off per batch.
+
+        Why per batch: every lock or queue operation releases Python's GIL, and getting it back can take up to a
+        switch interval while the decode and write threads run Python code. Done per picture on the engine thread,
+        that convoy cost the H100 more than the GPU work itself (BENCHMARKS.md, session 4). The dispatcher thread
+        does the per-picture submissions instead."""
+        sizes = [int(getattr(o, "nbytes", 0) or o.numel() * o.element_size()) for _, o in pairs]
         t0 = time.perf_counter()
-        if not self.write_budget.acquire(n, lambda: self.fatal is not None):
+        if not self.write_budget.acquire(sum(sizes), lambda: self.fatal is not None):
             return
         self._timed("write_wait", t0)
-        if self.fatal is not None:
-            self.write_budget.release(n)
-            return
-        fut = self.writer.submit(self._write, it, si, out)
-        fut.add_done_callback(lambda f: self.write_budget.release(n))
+        self.dispatcher.submit(self._dispatch, pairs, sizes, si)
+
+    def _dispatch(self, pairs: list[tuple[_Item, Any]], sizes: list[int], si: int) -> None:
+        for (it, out), n in zip(pairs, sizes):
+            if self.fatal is not None:
+                self.write_budget.release(n)
+                continue
+            fut = self.writer.submit(self._write, it, si, out)
+            fut.add_done_callback(lambda f, n=n: self.write_budget.release(n))
 
     def _write(self, it: _Item, si: int, out: Any) -> None:
         t0 = time.perf_counter()
@@ -577,6 +586,7 @@ class _Runner:
         decoder = ThreadPoolExecutor(_cpu_workers(self.opts.decode_workers), thread_name_prefix="mambast-decode")
         self.writer = ThreadPoolExecutor(n_write, thread_name_prefix="mambast-write")
         self.engine_pool = ThreadPoolExecutor(1, thread_name_prefix="mambast-engine", initializer=self._engine_thread_init)
+        self.dispatcher = ThreadPoolExecutor(1, thread_name_prefix="mambast-dispatch")
         try:
             if self.plan.n_pending:
                 self.encode_styles()
@@ -607,6 +617,7 @@ class _Runner:
             if self.report.interrupted:
                 self.stop.set()          # a batch still queued for the engine is dropped, the running one finishes
             self.engine_pool.shutdown(wait=True)
+            self.dispatcher.shutdown(wait=True)
             self.writer.shutdown(wait=True)  # writes in flight finish (atomically); nothing else is started
             self.report.elapsed_s = time.perf_counter() - t0
             self.report.style_cache_hits, self.report.style_encodes = engine_counters(self.engine)

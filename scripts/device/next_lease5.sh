@@ -10,6 +10,7 @@
 #   PART=5: `mambast stylize` on 3000 512² JPEGs with the bundled weights (weights in the tree, carry nothing):
 #           MAMBAST_WORKERS_PER_GPU=1 vs the default (auto: several worker processes on the GPU).
 #   PART=6: CUDA graphs of the engine forward: GPU tests, engine rows with MAMBAST_CUDA_GRAPHS=0 / 1, folder, video.
+#   PART=7: the folder again after the per-batch hand-off to the writers; 4K with graphs limited to ≤ 1 MP pictures.
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -25,6 +26,16 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 7 ]; then
+  # one budget reservation + one hand-off per batch from the engine thread (pipeline/run.py submit_writes); graphs
+  # only for pictures up to 1 MP
+  for sz in 512 256; do
+    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder7_$sz.json 2> $OUT/folder7_$sz.err
+    python3 -c "import json; r=json.load(open('$OUT/folder7_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder7_$sz.err
+  done
+  timeout 100 python3 -m mambast_cli.engine.bench --sizes 512 --protocol 0x0 --large 2160x3840 --curve none --no-baseline --json > $OUT/engine7.json 2> $OUT/engine7.err
+  report $OUT/engine7.json 12
+  timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,4 --images 3000 --no-in-process --json-out $OUT/multi7.json 2>&1 | grep -v -i warn | tail -5
 elif [ "$PART" = 6 ]; then
   # CUDA graphs of the engine's batch forward (engine/graphs.py): GPU tests, engine rows off/on, folder, video
   timeout 100 python3 scripts/check_graphs.py 2>&1 | tail -3
