@@ -113,7 +113,9 @@ class Report:
         stages: seconds per stage: ``decode_wait`` (the calling thread waiting for a decode), ``engine_wait``
             (waiting for a free engine slot: the engine is the bottleneck), ``engine_busy`` (upload, model,
             download), ``write_wait`` (the engine thread waiting for the writers), ``decode_busy`` and
-            ``write_busy`` (summed over the worker threads).
+            ``write_busy`` (summed over the worker threads); on a CUDA engine ``engine_busy`` is split into
+            ``engine_upload`` (stacking into pinned memory, copy), ``engine_launch`` (the model's kernel launches),
+            ``engine_gpu_wait`` (the GPU finishing them) and ``engine_download`` (uint8 copy back).
     """
 
     planned: int = 0
@@ -488,9 +490,20 @@ class _Runner:
         x = None
         try:
             if self.gpu_io:
+                t0 = time.perf_counter()
                 x = upload_frames([it.pixels for it in chunk], self.engine.device)
-                out = _download(self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
-                                                    preserve_color=self.opts.preserve_color, on_device=True), torch)
+                t1 = time.perf_counter()
+                y = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
+                                        preserve_color=self.opts.preserve_color, on_device=True)
+                t2 = time.perf_counter()
+                if y.is_cuda:
+                    torch.cuda.current_stream(y.device).synchronize()   # _download waits for it anyway
+                t3 = time.perf_counter()
+                out = _download(y, torch)
+                with self.lock:
+                    for stage, dt in (("engine_upload", t1 - t0), ("engine_launch", t2 - t1),
+                                      ("engine_gpu_wait", t3 - t2), ("engine_download", time.perf_counter() - t3)):
+                        self.report.add_time(stage, dt)
             else:
                 x = torch.stack([it.pixels for it in chunk])
                 out = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,

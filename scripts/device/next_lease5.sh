@@ -11,6 +11,7 @@
 #           MAMBAST_WORKERS_PER_GPU=1 vs the default (auto: several worker processes on the GPU).
 #   PART=6: CUDA graphs of the engine forward: GPU tests, engine rows with MAMBAST_CUDA_GRAPHS=0 / 1, folder, video.
 #   PART=7: the folder again after the per-batch hand-off to the writers; 4K with graphs limited to ≤ 1 MP pictures.
+#   PART=8: the folder with the engine thread's time split (upload, launch, GPU wait, download), graphs on / off.
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -26,6 +27,12 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 8 ]; then
+  # where the engine thread's time goes inside the pipeline (engine_upload / _launch / _gpu_wait / _download)
+  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder8.json 2> $OUT/folder8.err
+  python3 -c "import json; r=json.load(open('$OUT/folder8.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder8.err
+  MAMBAST_CUDA_GRAPHS=0 timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder8b.json 2> $OUT/folder8b.err
+  python3 -c "import json; r=json.load(open('$OUT/folder8b.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder8b.err
 elif [ "$PART" = 7 ]; then
   # one budget reservation + one hand-off per batch from the engine thread (pipeline/run.py submit_writes); graphs
   # only for pictures up to 1 MP
