@@ -313,6 +313,7 @@ class _Runner:
         self.caps: dict[tuple[int, int], int] = {}
         self.cleaned_dirs: set[str] = set()
         self.write_budget = _BytesBudget(WRITE_BUDGET_BYTES)
+        self._pin: Any = None                               # pinned upload staging (`_staging`)
         self.engine_slots = threading.BoundedSemaphore(2)   # batches queued or running on the engine thread
         self.engine_pool: ThreadPoolExecutor | None = None  # created in run()
         self.oom_types = _out_of_memory_types()
@@ -491,7 +492,8 @@ class _Runner:
         try:
             if self.gpu_io:
                 t0 = time.perf_counter()
-                x = upload_frames([it.pixels for it in chunk], self.engine.device)
+                pixels = [it.pixels for it in chunk]
+                x = upload_frames(pixels, self.engine.device, pinned=self._staging(len(pixels), pixels[0]))
                 t1 = time.perf_counter()
                 y = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
                                         preserve_color=self.opts.preserve_color, on_device=True)
@@ -510,6 +512,8 @@ class _Runner:
                                           preserve_color=self.opts.preserve_color)
         except self.oom_types as e:
             del x
+            if self._pin is not None:
+                torch.cuda.synchronize()       # the staging buffer's copy must be done before it is refilled
             _free_device_memory()
             if len(chunk) == 1:
                 h, w = size
@@ -529,6 +533,25 @@ class _Runner:
         with self.lock:
             self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
         self.submit_writes(list(zip(chunk, out)), si)
+
+    def _staging(self, n: int, first: Any) -> Any:
+        """A reusable pinned (n, H, W, 3) uint8 buffer for the upload (CUDA engines only, else None).
+
+        Why: stacking a batch into fresh pinned memory cost 2.8 ms per 512² picture on the H100 host, more than the
+        GPU work (BENCHMARKS.md, session 4): allocation, page faults and a second copy. One flat buffer grows to the
+        largest batch and is reused; the engine thread waits for each batch's download before the next upload, so
+        a refill never races the previous copy."""
+        import torch
+
+        dev = getattr(self.engine, "device", None)
+        if not (isinstance(dev, torch.device) and dev.type == "cuda" and torch.cuda.is_available()):
+            return None
+
+        nbytes = n * int(np.prod(first.shape))
+        if self._pin is None or self._pin.numel() < nbytes:
+            self._pin = None
+            self._pin = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        return self._pin[:nbytes].view(n, *first.shape)
 
     # -- writing ----------------------------------------------------------------------------------------------
     def submit_writes(self, pairs: list[tuple[_Item, Any]], si: int) -> None:

@@ -12,6 +12,7 @@
 #   PART=6: CUDA graphs of the engine forward: GPU tests, engine rows with MAMBAST_CUDA_GRAPHS=0 / 1, folder, video.
 #   PART=7: the folder again after the per-batch hand-off to the writers; 4K with graphs limited to ≤ 1 MP pictures.
 #   PART=8: the folder with the engine thread's time split (upload, launch, GPU wait, download), graphs on / off.
+#   PART=9: the folder with a reused pinned upload buffer (512², 256²), and 1 / 2 / 4 workers.
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -27,6 +28,13 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 9 ]; then
+  # a reused pinned staging buffer for the upload; folder at 512 and 256, 1 and 4 workers
+  for sz in 512 256; do
+    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder9_$sz.json 2> $OUT/folder9_$sz.err
+    python3 -c "import json; r=json.load(open('$OUT/folder9_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder9_$sz.err
+  done
+  timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,4 --images 3000 --no-in-process --json-out $OUT/multi9.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 8 ]; then
   # where the engine thread's time goes inside the pipeline (engine_upload / _launch / _gpu_wait / _download)
   timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder8.json 2> $OUT/folder8.err
