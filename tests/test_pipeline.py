@@ -304,10 +304,10 @@ def test_uint8_device_path_splits_a_batch_on_out_of_memory(tmp_path: Path, make_
     monkeypatch.setattr(prun, "_is_cuda", lambda d: True)
     real = prun.upload_frames
 
-    def upload(pixels, device):
+    def upload(pixels, device, pinned=None):
         if len(pixels) > 1:
             raise torch.OutOfMemoryError("fake OOM while uploading")
-        return real(pixels, device)
+        return real(pixels, device, pinned=pinned)
 
     monkeypatch.setattr(prun, "upload_frames", upload)
     report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out", fmt="png"), eng,
