@@ -18,6 +18,7 @@ from mambast_cli.io.images import (
     target_size,
     tensor_to_image,
     upload_frames,
+    frames_to_device,
 )
 from mambast_cli.io.files import (
     PART_MARKER,
@@ -52,5 +53,6 @@ __all__ = [
     "target_size",
     "tensor_to_image",
     "upload_frames",
+    "frames_to_device",
     "write_atomic",
 ]

@@ -303,10 +303,15 @@ def upload_frames(images: "list[np.ndarray]", device: "torch.device", pinned: "t
             np.stack(images, out=host.numpy())
         else:
             host = torch.from_numpy(np.stack(images)).pin_memory()
-        u8 = host.to(device, non_blocking=True)
-    else:
-        u8 = torch.from_numpy(np.stack(images)).to(device)
-    return u8.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+        return frames_to_device(host, device)
+    return frames_to_device(torch.from_numpy(np.stack(images)), device)
+
+
+def frames_to_device(u8: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
+    """(B, H, W, 3) uint8 on the host (pinned: the copy is asynchronous) → (B, 3, H, W) float32 in [0, 1] on
+    `device`, converted there (the second half of `upload_frames`, for callers that stacked the batch already)."""
+    x = u8.to(device, non_blocking=u8.is_pinned())
+    return x.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 def tensor_to_image(t: "torch.Tensor") -> Image.Image:

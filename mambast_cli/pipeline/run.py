@@ -54,6 +54,7 @@ from mambast_cli.io import (
     resize_image,
     target_size,
     tensor_to_image,
+    frames_to_device,
     upload_frames,
     write_atomic,
 )
@@ -226,6 +227,15 @@ def _download(out: Any, torch: Any) -> Any:
             .permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
 
+def _pinned_empty(nbytes: int) -> Any:
+    """A flat pinned uint8 host tensor, or None where pinned memory is unavailable (no CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+
+
 def _cpu_workers(n: int | None) -> int:
     return n if n and n > 0 else max(2, min(8, os.cpu_count() or 2))
 
@@ -313,7 +323,8 @@ class _Runner:
         self.caps: dict[tuple[int, int], int] = {}
         self.cleaned_dirs: set[str] = set()
         self.write_budget = _BytesBudget(WRITE_BUDGET_BYTES)
-        self._pin: Any = None                               # pinned upload staging (`_staging`)
+        self._pins: list[Any] = [None, None]                # pinned upload staging (`_staging`), used in turn
+        self._pin_turn = 1
         self.engine_slots = threading.BoundedSemaphore(2)   # batches queued or running on the engine thread
         self.engine_pool: ThreadPoolExecutor | None = None  # created in run()
         self.oom_types = _out_of_memory_types()
@@ -456,8 +467,17 @@ class _Runner:
             if self.stop.is_set() or self.fatal is not None:
                 return
         self._timed("engine_wait", t0)
+        staged = None
+        if self.gpu_io:
+            # Stack the batch into pinned memory here, not on the engine thread: under GIL contention every
+            # GIL hand-back of the copy costs the engine thread time (BENCHMARKS.md, session 4).
+            t1 = time.perf_counter()
+            staged = self._staging(len(chunk), chunk[0].pixels)
+            if staged is not None:
+                np.stack([it.pixels for it in chunk], out=staged.numpy())
+            self._timed("stack", t1)
         assert self.engine_pool is not None
-        fut = self.engine_pool.submit(self._engine_job, chunk, si, size, torch)
+        fut = self.engine_pool.submit(self._engine_job, chunk, si, size, torch, staged)
         fut.add_done_callback(lambda f: self.engine_slots.release())
 
     def _engine_thread_init(self) -> None:
@@ -468,12 +488,12 @@ class _Runner:
 
             torch.cuda.set_device(dev)
 
-    def _engine_job(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
+    def _engine_job(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any, staged: Any = None) -> None:
         """One batch on the engine thread. Item errors are events; anything else stops the run and is re-raised
         by `run` (a KeyboardInterrupt raised inside the engine counts as an interruption)."""
         t0 = time.perf_counter()
         try:
-            self._run_chunk(chunk, si, size, torch)
+            self._run_chunk(chunk, si, size, torch, staged)
         except KeyboardInterrupt:
             self.report.interrupted = True
             self.stop.set()
@@ -485,15 +505,18 @@ class _Runner:
         finally:
             self._timed("engine_busy", t0)
 
-    def _run_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> None:
+    def _run_chunk(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any, staged: Any = None) -> None:
+        """One batch on the engine thread; `staged` is the batch already stacked into pinned memory (CUDA)."""
         if self.stop.is_set():
             return
         x = None
         try:
             if self.gpu_io:
                 t0 = time.perf_counter()
-                pixels = [it.pixels for it in chunk]
-                x = upload_frames(pixels, self.engine.device, pinned=self._staging(len(pixels), pixels[0]))
+                if staged is not None:
+                    x = frames_to_device(staged, self.engine.device)
+                else:
+                    x = upload_frames([it.pixels for it in chunk], self.engine.device)
                 t1 = time.perf_counter()
                 y = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
                                         preserve_color=self.opts.preserve_color, on_device=True)
@@ -512,8 +535,8 @@ class _Runner:
                                           preserve_color=self.opts.preserve_color)
         except self.oom_types as e:
             del x
-            if self._pin is not None:
-                torch.cuda.synchronize()       # the staging buffer's copy must be done before it is refilled
+            if staged is not None:
+                torch.cuda.synchronize()       # the staged copy must be done before the halves reuse it
             _free_device_memory()
             if len(chunk) == 1:
                 h, w = size
@@ -523,8 +546,8 @@ class _Runner:
                 return
             half = len(chunk) // 2
             self.caps[size] = max(1, min(self.caps.get(size, half), half))
-            self._run_chunk(chunk[:half], si, size, torch)
-            self._run_chunk(chunk[half:], si, size, torch)
+            self._run_chunk(chunk[:half], si, size, torch, None if staged is None else staged[:half])
+            self._run_chunk(chunk[half:], si, size, torch, None if staged is None else staged[half:])
             return
         except MambastError as e:
             for it in chunk:
@@ -535,23 +558,19 @@ class _Runner:
         self.submit_writes(list(zip(chunk, out)), si)
 
     def _staging(self, n: int, first: Any) -> Any:
-        """A reusable pinned (n, H, W, 3) uint8 buffer for the upload (CUDA engines only, else None).
+        """A reusable pinned (n, H, W, 3) uint8 buffer for the next batch (CUDA engines only, else None).
 
-        Why: stacking a batch into fresh pinned memory cost 2.8 ms per 512² picture on the H100 host, more than the
-        GPU work (BENCHMARKS.md, session 4): allocation, page faults and a second copy. One flat buffer grows to the
-        largest batch and is reused; the engine thread waits for each batch's download before the next upload, so
-        a refill never races the previous copy."""
-        import torch
-
-        dev = getattr(self.engine, "device", None)
-        if not (isinstance(dev, torch.device) and dev.type == "cuda" and torch.cuda.is_available()):
-            return None
-
+        Two flat buffers, used in turn, each grown to the largest batch: at most two batches are queued or running
+        on the engine thread, and the calling thread fills a buffer only after taking an engine slot, i.e. once
+        the batch that used that buffer two turns ago has finished (its download waited for the GPU)."""
         nbytes = n * int(np.prod(first.shape))
-        if self._pin is None or self._pin.numel() < nbytes:
-            self._pin = None
-            self._pin = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-        return self._pin[:nbytes].view(n, *first.shape)
+        k = self._pin_turn = 1 - self._pin_turn
+        if self._pins[k] is None or self._pins[k].numel() < nbytes:
+            self._pins[k] = None
+            self._pins[k] = _pinned_empty(nbytes)
+            if self._pins[k] is None:
+                return None
+        return self._pins[k][:nbytes].view(n, *first.shape)
 
     # -- writing ----------------------------------------------------------------------------------------------
     def submit_writes(self, pairs: list[tuple[_Item, Any]], si: int) -> None:

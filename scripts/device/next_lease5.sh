@@ -13,6 +13,7 @@
 #   PART=7: the folder again after the per-batch hand-off to the writers; 4K with graphs limited to ≤ 1 MP pictures.
 #   PART=8: the folder with the engine thread's time split (upload, launch, GPU wait, download), graphs on / off.
 #   PART=9: the folder with a reused pinned upload buffer (512², 256²), and 1 / 2 / 4 workers.
+#   PART=10: the folder with the batch stacked into pinned memory on the calling thread (two buffers in turn).
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -28,6 +29,13 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 10 ]; then
+  # the batch is stacked into two pinned buffers (in turn) by the calling thread; the engine thread only copies
+  for sz in 512 256; do
+    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder10_$sz.json 2> $OUT/folder10_$sz.err
+    python3 -c "import json; r=json.load(open('$OUT/folder10_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder10_$sz.err
+  done
+  timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,4 --images 3000 --no-in-process --json-out $OUT/multi10.json 2>&1 | grep -v -i warn | tail -5
 elif [ "$PART" = 9 ]; then
   # a reused pinned staging buffer for the upload; folder at 512 and 256, 1 and 4 workers
   for sz in 512 256; do
