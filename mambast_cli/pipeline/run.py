@@ -114,9 +114,10 @@ class Report:
         stages: seconds per stage: ``decode_wait`` (the calling thread waiting for a decode), ``engine_wait``
             (waiting for a free engine slot: the engine is the bottleneck), ``engine_busy`` (upload, model,
             download), ``write_wait`` (the engine thread waiting for the writers), ``decode_busy`` and
-            ``write_busy`` (summed over the worker threads); on a CUDA engine ``engine_busy`` is split into
-            ``engine_upload`` (stacking into pinned memory, copy), ``engine_launch`` (the model's kernel launches),
-            ``engine_gpu_wait`` (the GPU finishing them) and ``engine_download`` (uint8 copy back).
+            ``write_busy`` (summed over the worker threads); on a CUDA engine also ``stack`` (the calling thread
+            stacking a batch into pinned memory), ``engine_upload`` and ``engine_launch`` (the engine thread
+            queueing the copy, the model and the copy back; it does not wait for the GPU) and
+            ``dispatch_gpu_wait`` (the dispatcher waiting for the GPU before handing pictures to the writers).
     """
 
     planned: int = 0
@@ -227,6 +228,32 @@ def _download(out: Any, torch: Any) -> Any:
             .permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
 
+def _download_async(out: Any, torch: Any) -> tuple[Any, Any]:
+    """`_download` without waiting: the same uint8 (B, H, W, 3) values, copied into fresh pinned memory on the
+    current stream; returns (host tensor, CUDA event recorded after the copy)."""
+    u8 = out.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(u8, non_blocking=True)
+    return host, _record_event(u8, torch)
+
+
+def _record_event(t: Any, torch: Any) -> Any:
+    """A CUDA event recorded now on t's device's current stream (None for a CPU tensor)."""
+    if not t.is_cuda:
+        return None
+    ev = torch.cuda.Event()
+    ev.record(torch.cuda.current_stream(t.device))
+    return ev
+
+
+def _wait_event(ev: Any) -> None:
+    """Wait for a CUDA event by polling (`query` never holds the GIL for long; a blocking synchronize might)."""
+    if ev is None:
+        return
+    while not ev.query():
+        time.sleep(0.0002)
+
+
 def _pinned_empty(nbytes: int) -> Any:
     """A flat pinned uint8 host tensor, or None where pinned memory is unavailable (no CUDA)."""
     import torch
@@ -324,6 +351,7 @@ class _Runner:
         self.cleaned_dirs: set[str] = set()
         self.write_budget = _BytesBudget(WRITE_BUDGET_BYTES)
         self._pins: list[Any] = [None, None]                # pinned upload staging (`_staging`), used in turn
+        self._pin_ready: list[Any] = [None, None]           # CUDA event: that buffer's copy to the GPU is done
         self._pin_turn = 1
         self.engine_slots = threading.BoundedSemaphore(2)   # batches queued or running on the engine thread
         self.engine_pool: ThreadPoolExecutor | None = None  # created in run()
@@ -474,7 +502,7 @@ class _Runner:
             t1 = time.perf_counter()
             staged = self._staging(len(chunk), chunk[0].pixels)
             if staged is not None:
-                np.stack([it.pixels for it in chunk], out=staged.numpy())
+                np.stack([it.pixels for it in chunk], out=staged[0].numpy())
             self._timed("stack", t1)
         assert self.engine_pool is not None
         fut = self.engine_pool.submit(self._engine_job, chunk, si, size, torch, staged)
@@ -511,24 +539,24 @@ class _Runner:
             return
         x = None
         try:
+            ready = None
             if self.gpu_io:
                 t0 = time.perf_counter()
                 if staged is not None:
-                    x = frames_to_device(staged, self.engine.device)
+                    x = frames_to_device(staged[0], self.engine.device)
+                    self._pin_ready[staged[1]] = _record_event(x, torch)   # the buffer may be refilled after this
                 else:
                     x = upload_frames([it.pixels for it in chunk], self.engine.device)
                 t1 = time.perf_counter()
                 y = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
                                         preserve_color=self.opts.preserve_color, on_device=True)
-                t2 = time.perf_counter()
-                if y.is_cuda:
-                    torch.cuda.current_stream(y.device).synchronize()   # _download waits for it anyway
-                t3 = time.perf_counter()
-                out = _download(y, torch)
+                if y.is_cuda:      # queue the uint8 copy back; the dispatcher waits for it, this thread goes on
+                    out, ready = _download_async(y, torch)
+                else:
+                    out = _download(y, torch)
                 with self.lock:
-                    for stage, dt in (("engine_upload", t1 - t0), ("engine_launch", t2 - t1),
-                                      ("engine_gpu_wait", t3 - t2), ("engine_download", time.perf_counter() - t3)):
-                        self.report.add_time(stage, dt)
+                    self.report.add_time("engine_upload", t1 - t0)
+                    self.report.add_time("engine_launch", time.perf_counter() - t1)
             else:
                 x = torch.stack([it.pixels for it in chunk])
                 out = self.engine.stylize(x, self.handles[si], alpha=self.opts.alpha,
@@ -546,8 +574,8 @@ class _Runner:
                 return
             half = len(chunk) // 2
             self.caps[size] = max(1, min(self.caps.get(size, half), half))
-            self._run_chunk(chunk[:half], si, size, torch, None if staged is None else staged[:half])
-            self._run_chunk(chunk[half:], si, size, torch, None if staged is None else staged[half:])
+            self._run_chunk(chunk[:half], si, size, torch, None if staged is None else (staged[0][:half], staged[1]))
+            self._run_chunk(chunk[half:], si, size, torch, None if staged is None else (staged[0][half:], staged[1]))
             return
         except MambastError as e:
             for it in chunk:
@@ -555,45 +583,59 @@ class _Runner:
             return
         with self.lock:
             self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
-        self.submit_writes(list(zip(chunk, out)), si)
+        self.submit_writes(chunk, out, si, ready)
 
-    def _staging(self, n: int, first: Any) -> Any:
-        """A reusable pinned (n, H, W, 3) uint8 buffer for the next batch (CUDA engines only, else None).
+    def _staging(self, n: int, first: Any) -> tuple[Any, int] | None:
+        """A reusable pinned (n, H, W, 3) uint8 buffer for the next batch and its index (CUDA engines only, else
+        None).
 
-        Two flat buffers, used in turn, each grown to the largest batch: at most two batches are queued or running
-        on the engine thread, and the calling thread fills a buffer only after taking an engine slot, i.e. once
-        the batch that used that buffer two turns ago has finished (its download waited for the GPU)."""
+        Two flat buffers, used in turn, each grown to the largest batch. The calling thread fills buffer k only after
+        taking an engine slot, so the batch that used it two turns ago has been handed to the GPU; before refilling,
+        it waits for that batch's copy to the GPU (the event `_run_chunk` recorded), since the engine thread does not
+        wait for the GPU."""
         nbytes = n * int(np.prod(first.shape))
         k = self._pin_turn = 1 - self._pin_turn
+        _wait_event(self._pin_ready[k])
+        self._pin_ready[k] = None
         if self._pins[k] is None or self._pins[k].numel() < nbytes:
             self._pins[k] = None
             self._pins[k] = _pinned_empty(nbytes)
             if self._pins[k] is None:
                 return None
-        return self._pins[k][:nbytes].view(n, *first.shape)
+        return self._pins[k][:nbytes].view(n, *first.shape), k
 
     # -- writing ----------------------------------------------------------------------------------------------
-    def submit_writes(self, pairs: list[tuple[_Item, Any]], si: int) -> None:
-        """Hand one batch of results to the writers: one budget reservation and one hand-off per batch.
+    def submit_writes(self, chunk: list[_Item], out: Any, si: int, ready: Any = None) -> None:
+        """Hand one batch of results to the writers: one budget reservation and one hand-off per batch (the engine
+        thread should spend as little as possible on Python-level work: each lock or queue operation hands the GIL
+        back and may wait a switch interval to get it again while other threads run Python code).
 
-        Why per batch: every lock or queue operation releases Python's GIL, and getting it back can take up to a
-        switch interval while the decode and write threads run Python code. Done per picture on the engine thread,
-        that convoy cost the H100 more than the GPU work itself (BENCHMARKS.md, session 4). The dispatcher thread
-        does the per-picture submissions instead."""
-        sizes = [int(getattr(o, "nbytes", 0) or o.numel() * o.element_size()) for _, o in pairs]
+        Args:
+            chunk: the batch's items.
+            out: its results, one per item along the first dimension (numpy uint8, a CPU float tensor, or a pinned
+                uint8 tensor still being filled by the GPU when `ready` is given).
+            si: the style index.
+            ready: a CUDA event recorded after the copy into `out`; the dispatcher waits for it.
+        """
+        per = int(np.prod(out.shape[1:])) * (out.itemsize if isinstance(out, np.ndarray) else out.element_size())
         t0 = time.perf_counter()
-        if not self.write_budget.acquire(sum(sizes), lambda: self.fatal is not None):
+        if not self.write_budget.acquire(per * len(chunk), lambda: self.fatal is not None):
             return
         self._timed("write_wait", t0)
-        self.dispatcher.submit(self._dispatch, pairs, sizes, si)
+        self.dispatcher.submit(self._dispatch, chunk, out, si, ready, per)
 
-    def _dispatch(self, pairs: list[tuple[_Item, Any]], sizes: list[int], si: int) -> None:
-        for (it, out), n in zip(pairs, sizes):
+    def _dispatch(self, chunk: list[_Item], out: Any, si: int, ready: Any, per: int) -> None:
+        if ready is not None:
+            t0 = time.perf_counter()
+            _wait_event(ready)
+            self._timed("dispatch_gpu_wait", t0)
+            out = out.numpy()
+        for it, o in zip(chunk, out):
             if self.fatal is not None:
-                self.write_budget.release(n)
+                self.write_budget.release(per)
                 continue
-            fut = self.writer.submit(self._write, it, si, out)
-            fut.add_done_callback(lambda f, n=n: self.write_budget.release(n))
+            fut = self.writer.submit(self._write, it, si, o)
+            fut.add_done_callback(lambda f: self.write_budget.release(per))
 
     def _write(self, it: _Item, si: int, out: Any) -> None:
         t0 = time.perf_counter()
