@@ -502,7 +502,9 @@ class _Runner:
             t1 = time.perf_counter()
             staged = self._staging(len(chunk), chunk[0].pixels)
             if staged is not None:
-                np.stack([it.pixels for it in chunk], out=staged[0].numpy())
+                # torch.stack is one C++ call (one GIL hand-back, copies on the intra-op threads); np.stack hands the
+                # GIL back once per picture and waited for it 64 times a batch (3.3 ms per 512² picture measured)
+                torch.stack([torch.from_numpy(it.pixels) for it in chunk], out=staged[0])
             self._timed("stack", t1)
         assert self.engine_pool is not None
         fut = self.engine_pool.submit(self._engine_job, chunk, si, size, torch, staged)

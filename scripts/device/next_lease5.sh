@@ -15,6 +15,7 @@
 #   PART=9: the folder with a reused pinned upload buffer (512², 256²), and 1 / 2 / 4 workers.
 #   PART=10: the folder with the batch stacked into pinned memory on the calling thread (two buffers in turn).
 #   PART=11: the folder with the copy back queued (the engine thread never waits for the GPU).
+#   PART=12: the folder with torch.stack into the staging buffer (twice per size), 2 and 3 workers.
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -30,6 +31,13 @@ if [ "${PART:-1}" = 1 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_nhwc$nh.json 2> $OUT/engine_nhwc$nh.err
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
+elif [ "$PART" = 12 ]; then
+  # the calling thread stacks with torch.stack (one GIL hand-back per batch) instead of np.stack
+  for sz in 512 512 256 256; do
+    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder12_$sz.json 2> $OUT/folder12_$sz.err
+    python3 -c "import json; r=json.load(open('$OUT/folder12_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder12_$sz.err
+  done
+  timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,3 --images 3000 --no-in-process --json-out $OUT/multi12.json 2>&1 | grep -v -i warn | tail -5
 elif [ "$PART" = 11 ]; then
   # the engine thread no longer waits for the GPU: the copy back is queued, the dispatcher waits for its event
   for sz in 512 256; do
