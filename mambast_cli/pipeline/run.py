@@ -34,6 +34,7 @@ import hashlib
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +62,10 @@ from mambast_cli.io import (
 from mambast_cli.pipeline.plan import Event, Plan, Source
 
 EventCallback = Callable[[Event], None]
+
+# Decoded pictures are read-only numpy views of Pillow's buffers; `torch.from_numpy` warns about that once, though
+# they are only ever read (stacked into the pinned staging buffer).
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 @dataclass
