@@ -283,19 +283,21 @@ def test_uint8_device_path_writes_the_same_bytes(tmp_path: Path, make_image: Any
     outs = {}
     staged: list[int] = []
     real_empty = prun._pinned_empty
-    for mode in ("float", "uint8", "uint8 staged"):
+    for mode in ("float", "uint8", "uint8 staged", "uint8 staged np"):
         monkeypatch.setattr(prun, "_is_cuda", lambda d, on=mode != "float": on)
-        if mode == "uint8 staged":   # the pinned staging buffers (CUDA), with plain host memory standing in
+        if mode.startswith("uint8 staged"):   # the pinned staging buffers (CUDA), with plain host memory standing in
             monkeypatch.setattr(prun, "_pinned_empty",
                                 lambda n: staged.append(n) or torch.empty(n, dtype=torch.uint8))
         out = tmp_path / mode.replace(" ", "_")
         report, _ = _run(plan_jobs([str(tmp_path / "in")], [str(s)], out, fmt="png"), eng,
-                         RunOptions(size=0, max_side=0, batch_size=1, decode_workers=2, write_workers=2, fsync=False))
+                         RunOptions(size=0, max_side=0, batch_size=1, decode_workers=2, write_workers=2, fsync=False,
+                                    stack_with_torch=not mode.endswith(" np")))
         assert report.success and report.ok == 3
         outs[mode] = {p.name: p.read_bytes() for p in sorted(out.rglob("*.png"))}
     monkeypatch.setattr(prun, "_pinned_empty", real_empty)
-    assert len(outs["uint8"]) == 3 and outs["uint8"] == outs["float"] == outs["uint8 staged"]
-    assert len(staged) == 2          # two buffers, used in turn, allocated once each (same size)
+    assert len(outs["uint8"]) == 3
+    assert outs["uint8"] == outs["float"] == outs["uint8 staged"] == outs["uint8 staged np"]
+    assert len(staged) == 4          # per run: two buffers, used in turn, allocated once each (same size)
 
 
 def test_uint8_device_path_splits_a_batch_on_out_of_memory(tmp_path: Path, make_image: Any, monkeypatch) -> None:

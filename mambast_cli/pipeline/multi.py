@@ -173,8 +173,7 @@ def start_worker_engine(device: str, n_workers: int, engine_kwargs: dict[str, An
     """
     import torch
 
-    if n_workers > 1:  # N workers share the cores instead of each using them all (CPU workers compute with them;
-        # GPU workers stack batches with them, and 2-3 GPU workers of 16 threads each halved the rate on an H100 host)
+    if device == "cpu" and n_workers > 1:  # N CPU workers share the cores instead of each using them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     if device.startswith("cuda"):
         try:
@@ -328,7 +327,10 @@ def _worker_main(rank: int, n_workers: int, device: str, conn: Connection, share
             plan, notes=[], done=[() for _ in plan.contents],
             pending=[tuple(si for si in p if si not in bad) for p in plan.pending],
         )
-        report = run_plan(wplan, engine, opts, on_event=lambda ev: send(("event", ev)),
+        # several processes share the host: stack batches with numpy, not torch's thread pool (measured on an H100
+        # host, 2 workers: 387 pictures/s with np.stack, 158 with torch.stack; BENCHMARKS.md session 4)
+        wopts = dataclasses.replace(opts, stack_with_torch=False) if n_workers > 1 else opts
+        report = run_plan(wplan, engine, wopts, on_event=lambda ev: send(("event", ev)),
                           stop=stop, jobs=feed())  # type: ignore[arg-type]
         send(("done", {"style_cache_hits": report.style_cache_hits, "style_encodes": report.style_encodes,
                        "batch_sizes": dict(report.batch_sizes),
