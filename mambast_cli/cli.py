@@ -203,15 +203,14 @@ def auto_workers(device: str, n_jobs: int) -> str | None:
     """The ``--devices`` value for ``MAMBAST_WORKERS_PER_GPU``: several worker processes sharing the one GPU of a
     single-device run, or None (one in-process engine: the default).
 
-    Why: one process cannot feed an H100. Its decode and encode threads and the thread that launches the model's
-    kernels share one GIL, and the folder rate stays at ~160 pictures/s at 512² while the engine alone does ~410
-    (BENCHMARKS.md, session 4: 1, 2, 3, 4 workers on one H100 gave 159, 236, 299, 330 pictures/s steady).
+    Why: in one process the decode and encode threads share Python's GIL; on an H100 host a 512² folder runs at
+    ~340–360 pictures/s in one process and 387 with two worker processes (379 with four; BENCHMARKS.md, session 4).
     Why not by default: a worker's batch sizes depend on which tasks it happened to take, and the scan's tuned
     configuration (so the last bit of rounding) depends on the batch size, so a few pictures (4 of 3,000 measured)
     can differ by rounding between two runs; one process gives the same bytes every run.
 
-    ``MAMBAST_WORKERS_PER_GPU``: unset or 1 → None; N → N workers; ``auto`` → one per 4 CPU cores, at most 4 (2 on
-    a GPU under 40 GiB), for runs of at least ``AUTO_WORKERS_MIN_JOBS`` jobs.
+    ``MAMBAST_WORKERS_PER_GPU``: unset or 1 → None; N → N workers; ``auto`` → 2 workers on a host with at least 8
+    CPU cores, for runs of at least ``AUTO_WORKERS_MIN_JOBS`` jobs.
 
     Args:
         device: the ``--device`` value ("auto", "cuda", "cuda:N", "cpu", ...).
@@ -241,9 +240,7 @@ def auto_workers(device: str, n_jobs: int) -> str | None:
     if not 0 <= index < torch.cuda.device_count():
         return None                          # let the ordinary path report the bad device
     if env == "auto":
-        k = max(1, min(4, (os.cpu_count() or 1) // 4))
-        if torch.cuda.get_device_properties(index).total_memory < 40 * 1024 ** 3:
-            k = min(k, 2)
+        k = 2 if (os.cpu_count() or 1) >= 8 else 1
     else:
         k = int(env)
     return ",".join([str(index)] * k) if k > 1 else None
