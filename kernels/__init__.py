@@ -3,6 +3,9 @@
 `cross_scan` is the one dispatch point for the scan: it picks the Triton kernel for CUDA tensors when Triton is
 importable (and `MAMBAST_SCAN=ref` is not set), and the PyTorch reference otherwise, so the CPU path never needs
 Triton. The model calls it through `scan_norm_gate` (scan, direction merge, LayerNorm, gate).
+
+Also here: `merge_norm` (the fused SS2D epilogue) and `pad_nhwc` (the CNN decoder's ReLU + nearest upsampling +
+reflection pad as one channels-last pass, used by mambast_cli/engine/cnn_nhwc.py), each beside its reference.
 """
 from __future__ import annotations
 

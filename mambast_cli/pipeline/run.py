@@ -5,21 +5,26 @@ the ``on_event`` callback (called under a lock, one event at a time, possibly fr
 returned :class:`Report`.
 
 Data flow and invariants:
-- Decoding runs in a thread pool over a bounded, ordered window (back-pressure): at most ``queue_size`` (or one
-  full batch, if larger) pictures are decoded ahead, at most twice that wait in buckets, and a bounded number of
-  results wait for the writers, so memory stays constant however many files are planned. Results are consumed in plan order, so batches (and outputs) are the same on
-  every run: with the engine's seed fixed, a run is deterministic.
+- Decoding runs in a thread pool over a bounded, ordered window (back-pressure): at most ``queue_size`` (or two
+  full batches, if larger) pictures are decoded ahead, at most twice that wait in buckets, and a bounded number of
+  results wait for the writers, so memory stays constant however many files are planned. Results are consumed in
+  plan order, so batches (and outputs) are the same on every run: with the engine's seed fixed, a run is
+  deterministic.
 - Pictures are grouped by processed size (a bucket) because a batch needs one size. A bucket is sent when it
   holds a full batch; when too many pictures wait across buckets, the fullest bucket is sent early.
 - Styles are encoded on the calling thread before any content; then every content batch goes to one engine thread
-  (`mambast-engine`), at most two batches queued, so decoding, bucketing and the upload's host side go on while the
-  GPU runs. The engine is never called from two threads at once, and batches run in plan order. Each style is
-  decoded once and encoded once per run; a style that fails fails only its own items.
+  (`mambast-engine`), at most two batches queued. The engine is never called from two threads at once, and batches
+  run in plan order. Each style is decoded once and encoded once per run; a style that fails fails only its own
+  items.
+- On a CUDA engine (BENCHMARKS.md, session 4, says why each step is there): the calling thread stacks each batch
+  into one of two pinned buffers used in turn (`_staging`; a buffer is refilled only after the GPU has copied it);
+  the engine thread only queues work: the copy in, the model, the uint8 conversion and the copy back into pinned
+  memory, and never waits for the GPU; one dispatcher thread waits for each batch's copy back (a CUDA event) and
+  hands its pictures to the writers. Python's GIL is the bottleneck of this design, so the threads that feed the
+  GPU do as few GIL hand-backs per batch as possible.
 - Back-pressure on the output side is by bytes (``_BytesBudget``, 512 MiB of finished pictures waiting for the
-  writers), so the engine thread is not held up by a full batch of writes, and memory stays bounded for huge
-  pictures too.
-- The Report's ``stages`` say where the time went: the calling thread waiting for decodes or for a free engine
-  slot, the engine thread's busy time, and the writers' busy time (summed over threads).
+  writers, reserved once per batch), so memory stays bounded for huge pictures too.
+- The Report's ``stages`` say where the time went (see :class:`Report`).
 - Out of memory: ``torch.OutOfMemoryError`` escaping ``stylize`` splits the batch in two and retries both halves,
   down to one picture; the smaller batch size is kept for that bucket. A DeviceError from ``stylize`` means the
   engine already backed off to one picture (and tiles) and still ran out: each item of that call fails, the run
