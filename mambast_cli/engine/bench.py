@@ -495,7 +495,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"mambast {m['mambast']} bench · {m['device_name']} ({m['device']}) · torch {m['torch']} · triton {m['triton']}"
         f" · CUDA {m['cuda']} · {m['date']}",
-        f"engine: {m['precision']}, scan {m['scan_backend']}, channels_last={m['channels_last']}, compile={m['compile']}"
+        f"engine: {m['precision']}, scan {m['scan_backend']}, channels_last={m['channels_last']}, cuda_graphs={m.get('cuda_graphs')}, compile={m['compile']}"
         f" · baseline: fp32 batch 1, scan {m.get('baseline_scan_backend', '-')}",
         f"{m['weights_note']}",
         "",

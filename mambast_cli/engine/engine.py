@@ -2,9 +2,10 @@
 
 Owns: device and precision choice, loading weights (never random ones), the style side (encode once per style,
 lay out once per content token grid, memoised in memory and on disk), the per-batch forward (bf16 autocast on
-CUDA with the scan state in fp32, the "one style, many contents" G-readout decoder, channels-last CNN decoder,
-pinned host buffers), strength (`alpha`) and colour preservation, exact tiling of the CNN decoder for huge images,
-and out-of-memory recovery (smaller batches, then tiles).
+CUDA with the scan state in fp32, the "one style, many contents" G-readout decoder, the channels-last CNN decoder
+with fused pads (`cnn_nhwc`), CUDA graphs of the whole batch forward for pictures up to 1 MP (`graphs`), pinned
+host buffers), strength (`alpha`) and colour preservation, exact tiling of the CNN decoder for huge images, and
+out-of-memory recovery (smaller batches, then tiles).
 
 Does not: read or write image files, print, pick exit codes, or batch a folder (the pipeline does). Inputs are
 float (B, 3, H, W) in [0, 1] on the CPU (pinned or not); outputs are float32 (B, 3, H, W) in [0, 1] on the CPU,
@@ -376,6 +377,7 @@ class Engine:
             "fused_merge": fused,
             "compile": self.compiled,
             "channels_last": self.channels_last,
+            "cuda_graphs": self._graphs is not None,
             "seed": self.seed,
             "weights_path": str(self.weights_path) if self.weights_path else None,
             "weights_id": self.weights_id,
