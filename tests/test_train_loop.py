@@ -95,7 +95,8 @@ def test_train_resume_export_and_shards(folders: tuple[Path, Path], tmp_path: Pa
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done" and "val" in kinds
     val = next(e for e in events if e["event"] == "val")
-    assert set(val) >= {"model", "content_image", "color_transfer"} and val["content_image"]["content"] < 1e-6
+    assert set(val) >= {"model", "identity", "content_image", "color_transfer"} and val["content_image"]["content"] < 1e-6
+    assert val["identity"]["content"] >= 0.0 and val["identity"]["style"] >= 0.0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["event"] == "done" and log[-1]["step"] == 2
 

@@ -57,7 +57,7 @@ class _Renderer:
                 self._line(f"step {e['step']}/{e['steps']} {desc}" + (f" mem={e['mem_gb']:.1f}GB" if "mem_gb" in e else ""))
         elif kind == "val":
             parts = [f"{name}: content={e[name]['content']:.4g} style={e[name]['style']:.4g}"
-                     for name in ("model", "content_image", "color_transfer") if name in e]
+                     for name in ("model", "identity", "content_image", "color_transfer") if name in e]
             self._line(f"val @ {e['step']}: " + " | ".join(parts))
         elif kind in ("sample", "ckpt"):
             self._line(f"{kind} @ {e['step']}: {e['path']}")

@@ -32,7 +32,8 @@ def evaluate(weights: str | Path, content_dir: str | Path, style_dir: str | Path
         device: "auto", "cpu" or "cuda[:N]".
         markdown: if given, write a markdown table there (and a .json beside it).
     Returns:
-        {"model": {...}, "content_image": {...}, "color_transfer": {...}, "pairs": n, "weights": str}.
+        {"model": {...}, "identity": {...}, "content_image": {...}, "color_transfer": {...}, "pairs": n,
+         "weights": str}.
     """
     from mambast_cli.model.weights import load_model
     from mambast_cli.train.lossnet import load_loss_net
@@ -60,8 +61,11 @@ def to_markdown(res: dict[str, Any]) -> str:
     """A markdown table of an `evaluate` result (lower is better in every column)."""
     lines = [f"Held-out pairs: {res.get('pairs')}, weights `{res.get('weights')}`. Lower is better.", "",
              "| output | content loss | style loss | weighted (c·wc + s·ws) |", "|---|---|---|---|"]
-    for name, label in (("model", "model"), ("content_image", "content image (no stylisation)"),
+    for name, label in (("model", "model"), ("identity", "model, each content as its own style (reconstruction)"),
+                        ("content_image", "content image (no stylisation)"),
                         ("color_transfer", "colour transfer (mean/std)")):
+        if name not in res:
+            continue
         r = res[name]
         lines.append(f"| {label} | {r['content']:.4f} | {r['style']:.4f} | {r['weighted']:.3f} |")
     return "\n".join(lines) + "\n"
