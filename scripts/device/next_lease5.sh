@@ -16,7 +16,8 @@
 #   PART=10: the folder with the batch stacked into pinned memory on the calling thread (two buffers in turn).
 #   PART=11: the folder with the copy back queued (the engine thread never waits for the GPU).
 #   PART=12: the folder with torch.stack into the staging buffer (twice per size), 2 and 3 workers.
-#   PART=13: in-process, 2 and 4 workers after GPU workers split the CPU threads.
+#   PART=13 (not run yet: the session's device time ran out): in-process, 2 and 4 workers, now that worker
+#           processes stack with numpy again (torch.stack in every worker halved their rate in PART=12).
 #   PART=4: the folder run with 1-4 worker processes sharing the GPU (scripts/bench_multi.py --workers-per-gpu).
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -33,7 +34,7 @@ if [ "${PART:-1}" = 1 ]; then
     echo "== MAMBAST_NHWC_CNN=$nh"; report $OUT/engine_nhwc$nh.json 18; tail -2 $OUT/engine_nhwc$nh.err
   done
 elif [ "$PART" = 13 ]; then
-  # GPU workers of a multi-worker run split the CPU threads (torch.set_num_threads(cores // workers))
+  # multi-worker runs after worker processes went back to numpy stacking (RunOptions.stack_with_torch=False)
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,4 --images 3000 --json-out $OUT/multi13.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 12 ]; then
   # the calling thread stacks with torch.stack (one GIL hand-back per batch) instead of np.stack
