@@ -392,3 +392,26 @@ def test_write_budget_blocks_by_bytes_but_always_lets_one_through() -> None:
     b.release(60)
     assert done.wait(2.0)
     t.join()
+
+
+def test_an_error_while_handing_results_to_the_writers_stops_the_run(tmp_path: Path, make_image: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher thread (results → writers) failing, e.g. a CUDA error surfacing while it waits for a copy, stops
+    the run with that error instead of leaving the engine thread waiting for write budget."""
+    from mambast_cli.pipeline import run as prun
+
+    for i in range(6):
+        make_image(f"in/{i}.png")
+    s = make_image("s.png")
+
+    def broken(*a: Any, **k: Any) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(prun, "_wait_event", broken)       # only reached with a CUDA event; force it below
+    real = prun._Runner.submit_writes
+    monkeypatch.setattr(prun._Runner, "submit_writes",
+                        lambda self, chunk, out, si, ready=None: real(self, chunk, out, si, object()))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        _run(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out"), FakeEngine(),
+             RunOptions(size=0, max_side=0, batch_size=2, fsync=False))
+    assert not _parts(tmp_path)

@@ -645,17 +645,26 @@ class _Runner:
         self.dispatcher.submit(self._dispatch, chunk, out, si, ready, per)
 
     def _dispatch(self, chunk: list[_Item], out: Any, si: int, ready: Any, per: int) -> None:
-        if ready is not None:
-            t0 = time.perf_counter()
-            _wait_event(ready)
-            self._timed("dispatch_gpu_wait", t0)
-            out = out.numpy()
-        for it, o in zip(chunk, out):
-            if self.fatal is not None:
-                self.write_budget.release(per)
-                continue
-            fut = self.writer.submit(self._write, it, si, o)
-            fut.add_done_callback(lambda f: self.write_budget.release(per))
+        handed = 0
+        try:
+            if ready is not None:
+                t0 = time.perf_counter()
+                _wait_event(ready)          # a CUDA error surfaces here (asynchronously): it stops the run below
+                self._timed("dispatch_gpu_wait", t0)
+                out = out.numpy()
+            for it, o in zip(chunk, out):
+                if self.fatal is not None:
+                    break
+                fut = self.writer.submit(self._write, it, si, o)
+                handed += 1
+                fut.add_done_callback(lambda f: self.write_budget.release(per))
+        except BaseException as e:  # the engine thread may be waiting for budget: never leave it reserved
+            with self.lock:
+                if self.fatal is None:
+                    self.fatal = e
+            self.stop.set()
+        finally:
+            self.write_budget.release(per * (len(chunk) - handed))
 
     def _write(self, it: _Item, si: int, out: Any) -> None:
         t0 = time.perf_counter()
