@@ -235,18 +235,22 @@ def _size(item: _Item) -> tuple[int, int]:
     return (int(p.shape[0]), int(p.shape[1])) if isinstance(p, np.ndarray) else (int(p.shape[1]), int(p.shape[2]))
 
 
+def _to_uint8_hwc(out: Any, torch: Any) -> Any:
+    """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8 on the same device, rounded as `tensor_to_image` does
+    (clamp, ×255, round)."""
+    return out.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def _download(out: Any, torch: Any) -> Any:
-    """(B, 3, H, W) float in [0, 1] on any device → (B, H, W, 3) uint8 numpy, rounded as `tensor_to_image` does
-    (clamp, ×255, round), on the device, so one uint8 copy comes back instead of float pictures (the upload side is
-    `upload_frames`)."""
-    return (out.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-            .permute(0, 2, 3, 1).contiguous().cpu().numpy())
+    """(B, 3, H, W) float in [0, 1] on any device → (B, H, W, 3) uint8 numpy, converted on the device, so one uint8
+    copy comes back instead of float pictures (the upload side is `upload_frames`)."""
+    return _to_uint8_hwc(out, torch).cpu().numpy()
 
 
 def _download_async(out: Any, torch: Any) -> tuple[Any, Any]:
     """`_download` without waiting: the same uint8 (B, H, W, 3) values, copied into fresh pinned memory on the
     current stream; returns (host tensor, CUDA event recorded after the copy)."""
-    u8 = out.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    u8 = _to_uint8_hwc(out, torch)
     host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
     host.copy_(u8, non_blocking=True)
     return host, _record_event(u8, torch)
@@ -444,6 +448,13 @@ class _Runner:
         finally:
             self._timed("decode_busy", t0)
 
+    def _fail_run(self, e: BaseException) -> None:
+        """Stop the run; the first such error is re-raised by `run` in the calling thread."""
+        with self.lock:
+            if self.fatal is None:
+                self.fatal = e
+        self.stop.set()
+
     def _timed(self, stage: str, t0: float) -> None:
         dt = time.perf_counter() - t0
         with self.lock:
@@ -546,10 +557,7 @@ class _Runner:
             self.report.interrupted = True
             self.stop.set()
         except BaseException as e:
-            with self.lock:
-                if self.fatal is None:
-                    self.fatal = e
-            self.stop.set()
+            self._fail_run(e)
         finally:
             self._timed("engine_busy", t0)
 
@@ -659,10 +667,7 @@ class _Runner:
                 handed += 1
                 fut.add_done_callback(lambda f: self.write_budget.release(per))
         except BaseException as e:  # the engine thread may be waiting for budget: never leave it reserved
-            with self.lock:
-                if self.fatal is None:
-                    self.fatal = e
-            self.stop.set()
+            self._fail_run(e)
         finally:
             self.write_budget.release(per * (len(chunk) - handed))
 
@@ -689,17 +694,11 @@ class _Runner:
                             output="-" if target is None else os.fspath(target),
                             seconds=time.perf_counter() - it.t0))
         except OutputError as e:
-            with self.lock:
-                if self.fatal is None:
-                    self.fatal = e
-            self.stop.set()
+            self._fail_run(e)
         except MambastError as e:
             self.item_error(it.ci, si, e)
         except BaseException as e:  # a bug: surface it in the calling thread
-            with self.lock:
-                if self.fatal is None:
-                    self.fatal = e
-            self.stop.set()
+            self._fail_run(e)
         finally:
             self._timed("write_busy", t0)
 
