@@ -582,8 +582,8 @@ class Engine:
             return None
         B, _, H, W = x.shape
         grid = self.model.token_grid(H, W)
-        s = self.geometry.scale
-        if grid[0] * grid[1] * s * s > GRAPH_MAX_PICTURE_PIXELS or B * grid[0] * grid[1] * s * s > render_pixels:
+        px = grid[0] * grid[1] * self.geometry.scale ** 2        # output pixels per picture (padded grid)
+        if px > GRAPH_MAX_PICTURE_PIXELS or B * px > render_pixels:
             return None
         return self._graphs(x, self._layout(style, grid))
 
@@ -591,10 +591,7 @@ class Engine:
         """What a graph captures: encode the contents, decode with the laid-out style, render (no tiling)."""
         with self._autocast():
             cs = self._encode_content(x)
-            feats = self._decode_features(cs, ss)
-            if self.dtype != torch.float32:
-                feats = feats.to(self.dtype)
-            return self._render(feats, cs, 1 << 62)
+            return self._render_features(self._decode_features(cs, ss), cs, 1 << 62)
 
     def _forward(self, x: torch.Tensor, style: StyleHandle, alpha: float, render_pixels: int) -> torch.Tensor:
         """The eager batch forward: (B, 3, H, W) on the device, in the compute dtype, unclamped."""
@@ -611,11 +608,15 @@ class Engine:
                 self._stats["identity_passes"] += 1
                 feats = fid if feats is None else torch.lerp(fid, feats, alpha)
             assert feats is not None
-            if self.dtype != torch.float32:
-                # The first convolution would cast to bf16 anyway; casting before its reflection padding gives the
-                # same values (padding only moves them) with half the bytes moved and stored.
-                feats = feats.to(self.dtype)
-            return self._render(feats, cs, render_pixels)
+            return self._render_features(feats, cs, render_pixels)
+
+    def _render_features(self, feats: torch.Tensor, cs: Any, render_pixels: int) -> torch.Tensor:
+        """Decoder features → picture: cast to the compute dtype, then the CNN decoder (`_render`)."""
+        if self.dtype != torch.float32:
+            # The first convolution would cast to bf16 anyway; casting before its reflection padding gives the
+            # same values (padding only moves them) with half the bytes moved and stored.
+            feats = feats.to(self.dtype)
+        return self._render(feats, cs, render_pixels)
 
     def _render(self, feats: torch.Tensor, cs: Any, render_pixels: int) -> torch.Tensor:
         """`model.render` (CNN decoder + crop), split into batches/tiles above `render_pixels` output pixels."""
