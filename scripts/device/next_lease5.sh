@@ -23,6 +23,11 @@ set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+# folder NAME SIZE: the image pipeline end to end (`mambast bench --folder 3000`), its row printed without the errors
+folder() {
+  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $2 --json > $OUT/$1.json 2> $OUT/$1.err
+  python3 -c "import json; r=json.load(open('$OUT/$1.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/$1.err
+}
 report() { python3 -c "import json,sys; from mambast_cli.engine.bench import format_report; print(format_report(json.load(open(sys.argv[1]))))" "$1" 2>&1 | tail -${2:-16}; }
 if [ "${PART:-1}" = 1 ]; then
   nvidia-smi -L
@@ -38,46 +43,38 @@ elif [ "$PART" = 13 ]; then
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,4 --images 3000 --json-out $OUT/multi13.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 12 ]; then
   # the calling thread stacks with torch.stack (one GIL hand-back per batch) instead of np.stack
-  for sz in 512 512 256 256; do
-    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder12_$sz.json 2> $OUT/folder12_$sz.err
-    python3 -c "import json; r=json.load(open('$OUT/folder12_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder12_$sz.err
+  for run in 512_a 512_b 256_a 256_b; do
+    folder folder12_$run ${run%_*}
   done
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,3 --images 3000 --no-in-process --json-out $OUT/multi12.json 2>&1 | grep -v -i warn | tail -5
 elif [ "$PART" = 11 ]; then
   # the engine thread no longer waits for the GPU: the copy back is queued, the dispatcher waits for its event
   for sz in 512 256; do
-    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder11_$sz.json 2> $OUT/folder11_$sz.err
-    python3 -c "import json; r=json.load(open('$OUT/folder11_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder11_$sz.err
+    folder folder11_$sz $sz
   done
-  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder11_512b.json 2> $OUT/folder11_512b.err
-  python3 -c "import json; r=json.load(open('$OUT/folder11_512b.json'))['folder']; r.pop('errors'); print(r)"
+  folder folder11_512b 512
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2 --images 3000 --no-in-process --json-out $OUT/multi11.json 2>&1 | grep -v -i warn | tail -5
 elif [ "$PART" = 10 ]; then
   # the batch is stacked into two pinned buffers (in turn) by the calling thread; the engine thread only copies
   for sz in 512 256; do
-    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder10_$sz.json 2> $OUT/folder10_$sz.err
-    python3 -c "import json; r=json.load(open('$OUT/folder10_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder10_$sz.err
+    folder folder10_$sz $sz
   done
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,4 --images 3000 --no-in-process --json-out $OUT/multi10.json 2>&1 | grep -v -i warn | tail -5
 elif [ "$PART" = 9 ]; then
   # a reused pinned staging buffer for the upload; folder at 512 and 256, 1 and 4 workers
   for sz in 512 256; do
-    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder9_$sz.json 2> $OUT/folder9_$sz.err
-    python3 -c "import json; r=json.load(open('$OUT/folder9_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder9_$sz.err
+    folder folder9_$sz $sz
   done
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,4 --images 3000 --no-in-process --json-out $OUT/multi9.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 8 ]; then
   # where the engine thread's time goes inside the pipeline (engine_upload / _launch / _gpu_wait / _download)
-  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder8.json 2> $OUT/folder8.err
-  python3 -c "import json; r=json.load(open('$OUT/folder8.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder8.err
-  MAMBAST_CUDA_GRAPHS=0 timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder8b.json 2> $OUT/folder8b.err
-  python3 -c "import json; r=json.load(open('$OUT/folder8b.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder8b.err
+  folder folder8 512
+  MAMBAST_CUDA_GRAPHS=0 folder folder8b 512
 elif [ "$PART" = 7 ]; then
   # one budget reservation + one hand-off per batch from the engine thread (pipeline/run.py submit_writes); graphs
   # only for pictures up to 1 MP
   for sz in 512 256; do
-    timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $sz --json > $OUT/folder7_$sz.json 2> $OUT/folder7_$sz.err
-    python3 -c "import json; r=json.load(open('$OUT/folder7_$sz.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder7_$sz.err
+    folder folder7_$sz $sz
   done
   timeout 100 python3 -m mambast_cli.engine.bench --sizes 512 --protocol 0x0 --large 2160x3840 --curve none --no-baseline --json > $OUT/engine7.json 2> $OUT/engine7.err
   report $OUT/engine7.json 12
@@ -91,14 +88,14 @@ elif [ "$PART" = 6 ]; then
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_graphs$g.json 2> $OUT/engine_graphs$g.err
     echo "== MAMBAST_CUDA_GRAPHS=$g"; report $OUT/engine_graphs$g.json 17; tail -2 $OUT/engine_graphs$g.err
   done
-  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_g.json 2> $OUT/folder_g.err
-  python3 -c "import json; r=json.load(open('$OUT/folder_g.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder_g.err
+  folder folder_g 512
   timeout 100 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 --json-out $OUT/video_g.json 2>&1 | tail -4
 elif [ "$PART" = 5 ]; then
-  # the CLI as a user runs it, bundled weights (carry nothing): one process vs the new default (auto workers)
+  # the CLI as a user runs it, bundled weights (carry nothing): one process vs 4 workers on the GPU (when this ran,
+  # unset meant "auto" = 4 workers here; auto is opt-in and means 2 since, so the 4 are set explicitly)
   python3 -c "from mambast_cli.pipeline.bench import make_images; from pathlib import Path; make_images(Path('/tmp/f/in'), 3000, 512); make_images(Path('/tmp/f/s'), 1, 512, seed=10000)"
   for w in 1 auto; do
-    if [ $w = 1 ]; then export MAMBAST_WORKERS_PER_GPU=1; else unset MAMBAST_WORKERS_PER_GPU; fi
+    if [ $w = 1 ]; then export MAMBAST_WORKERS_PER_GPU=1; else export MAMBAST_WORKERS_PER_GPU=4; fi
     echo "== workers $w"
     t0=$(date +%s.%N)
     python3 -m mambast_cli stylize /tmp/f/in --style /tmp/f/s/img00000.jpg -o /tmp/f/out_$w --json 2>/tmp/f/err_$w | tail -1
@@ -122,8 +119,7 @@ elif [ "$PART" = 3 ]; then
   # the same with a 0.5 ms GIL switch interval (default 5 ms): is the engine thread starved of the GIL?
   timeout 150 python3 -c "import sys; sys.setswitchinterval(5e-4); sys.argv=['mambast','bench','--no-engine-rows','--folder','3000','--json']; from mambast_cli.cli import main; main()" > $OUT/folder_b.json 2> $OUT/folder_b.err
   python3 -c "import json; r=json.load(open('$OUT/folder_b.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder_b.err
-  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 256 --json > $OUT/folder_c.json 2> $OUT/folder_c.err
-  python3 -c "import json; r=json.load(open('$OUT/folder_c.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/folder_c.err
+  folder folder_c 256
 else
   timeout 170 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/bench_folder.json 2> $OUT/bench_folder.err
   python3 -c "import json; r=json.load(open('$OUT/bench_folder.json')); print(json.dumps(r.get('folder'), indent=1))" 2>&1 | tail -20
