@@ -54,6 +54,38 @@ def test_refuses_stdout_plan(tmp_path: Path, make_image: Any) -> None:
         run_plan_multi(plan, ["cpu", "cpu"], {}, OPTS)
 
 
+def test_dead_worker_temporaries_are_removed(tmp_path: Path, make_image: Any) -> None:
+    """A worker killed mid-write leaves ``.<name>.part-<pid>-<hex>``; the parent removes it when it sees the death
+    (deterministic stand-in for the race in the slow worker-death test below)."""
+    import types
+
+    from mambast_cli.pipeline.multi import _Parent, _Worker
+
+    for i in range(3):
+        make_image(f"in/img{i}.jpg")
+    s = make_image("s.png")
+    out = tmp_path / "out"
+    plan = plan_jobs([str(tmp_path / "in")], [str(s)], out)
+    parent = _Parent(plan, ["cpu", "cpu"], {}, OPTS, None, None, 1, None, "spawn")
+    parent.shared_stop = types.SimpleNamespace(is_set=lambda: False)
+    dead_pid, live_pid = 2 ** 22 + 17, os.getpid()
+    keys = sorted(plan.jobs())
+    proc = types.SimpleNamespace(pid=dead_pid, exitcode=-9, join=lambda timeout=None: None)
+    conn = types.SimpleNamespace(poll=lambda t=0: False)
+    w = _Worker(rank=1, device="cpu", proc=proc, conn=conn, state="running", assigned={0: set(keys[:2])})
+    out.mkdir()
+    left = [out / f".{plan.output_for(*k).name}.part-{dead_pid}-0123abcd" for k in keys]   # type: ignore[union-attr]
+    other = out / f".{plan.output_for(*keys[0]).name}.part-{live_pid}-0123abcd"              # type: ignore[union-attr]
+    for p in (*left, other):
+        p.write_bytes(b"half a jpeg")
+    events: list[Event] = []
+    parent.on_event = events.append
+    parent.gone(w)
+    assert not left[0].exists() and not left[1].exists()    # the items it held: their temporaries are gone
+    assert left[2].exists() and other.exists()              # not held by it, or another process's: untouched
+    assert sorted(e.output for e in events if e.kind == "error") == sorted(plan.output_str(*k) for k in keys[:2])
+
+
 @pytest.mark.slow
 def test_two_workers_every_output_once_and_bad_image(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
     fake_engine("slow")

@@ -23,6 +23,7 @@ from mambast_cli.io.images import (
 from mambast_cli.io.files import (
     PART_MARKER,
     clean_stale_parts,
+    discard_parts,
     ensure_dir,
     is_within,
     out_path,
@@ -37,6 +38,7 @@ __all__ = [
     "FORMATS",
     "PART_MARKER",
     "clean_stale_parts",
+    "discard_parts",
     "decode_image",
     "ensure_dir",
     "out_path",

@@ -195,6 +195,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def discard_parts(final: str | os.PathLike[str], pid: int) -> int:
+    """Remove the temporaries that process ``pid`` left next to ``final`` (a worker that died mid-write).
+
+    Only names of the :func:`temp_path` form for this output and this process id are touched. The caller must
+    know that the process is dead (a reaped child): unlike :func:`clean_stale_parts`, the pid is not checked here.
+
+    Args:
+        final: the output path whose temporaries to remove.
+        pid: the process id the temporaries carry.
+
+    Returns:
+        How many were removed.
+    """
+    final = os.fspath(final)
+    parent = os.path.dirname(final) or "."
+    prefix = f".{os.path.basename(final)}{PART_MARKER}{pid}-"
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(prefix) and _PART_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def clean_stale_parts(folder: str | os.PathLike[str]) -> int:
     """Remove temporaries left in a folder by a killed run (their writing process no longer exists).
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from mambast_cli import errors as _errors
 from mambast_cli.errors import DeviceError, MambastError, OutputError, UsageError
+from mambast_cli.io import discard_parts
 from mambast_cli.pipeline.plan import Event, Plan
 from mambast_cli.pipeline.run import EventCallback, Report, RunOptions, encode_style_source, run_plan
 
@@ -473,6 +474,12 @@ class _Parent:
         w.proc.join(timeout=5)
         was_loading = w.state == "loading"
         w.state = "gone"
+        if not w.finished and w.proc.exitcode is not None:  # it died: maybe mid-write, so remove what it left
+            for keys in w.assigned.values():
+                for ci, si in keys:
+                    final = self.plan.output_for(ci, si)
+                    if final is not None:
+                        discard_parts(final, w.proc.pid)
         if w.finished or (self.stopping() and not was_loading):
             w.assigned.clear()  # a clean exit, or a stop (Ctrl-C, fatal error): unfinished items are dropped, not failed
             return
