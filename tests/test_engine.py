@@ -413,3 +413,15 @@ def test_cuda_graphs_give_the_eager_bytes_gpu(monkeypatch):
     assert st["graph_captures"] == 1 and st["graph_replays"] == 4 and st["graph_capture_failures"] == 0
     for i, o in enumerate(outs):
         assert torch.equal(o, ref[i % 2]), i
+
+
+def test_max_graph_batch_keeps_a_batch_in_one_render_call(model, tmp_path):
+    """The largest batch that can run as one CUDA graph: its CNN output must fit one render call (the video job picks
+    it, e.g. 14 rather than 16 1080p frames). Graph bookkeeping is faked here: the CPU has no graphs."""
+    eng = Engine(model=model, device="cpu", cache_dir=tmp_path)
+    assert eng.max_graph_batch(100, 200) == 0                      # no graphs on the CPU
+    eng._graphs = object()                                         # type: ignore[assignment]
+    px = 13 * 25 * eng.geometry.scale ** 2                         # 100×200 → a 13×25 token grid, padded output
+    assert eng.max_graph_batch(100, 200) == eng._render_budget() // px > 1
+    eng.graph_max_pixels = px - 1
+    assert eng.max_graph_batch(100, 200) == 0                      # pictures above the graph limit: never

@@ -148,7 +148,8 @@ def test_worker_death_keeps_other_outputs_and_exits_1(tmp_path: Path, make_image
                                             "--devices", "cpu,cpu", "--size", "0", "--json"])
     assert res2.exit_code == 0, res2.output
     summary2 = [json.loads(line) for line in res2.stdout.splitlines() if line.startswith("{")][-1]
-    assert summary2["ok"] == len(died) and summary2["skipped"] == len(ok)
+    # a death between a rename and its "ok" event leaves a complete output that the rerun skips, so: at most
+    assert summary2["ok"] + summary2["skipped"] == 40 and summary2["ok"] <= len(died) and summary2["skipped"] >= len(ok)
 
 
 @pytest.mark.slow

@@ -68,6 +68,8 @@ _MIN_TILE_PIXELS = 256 * 256              # OOM recovery gives up below this til
 #: them costs nothing noticeable, and a captured graph would hold its activations (4K: 133 ms eager vs 217 ms with
 #: the capture in the timed runs, 5.1 vs 13.0 GB peak; BENCHMARKS.md session 4)
 GRAPH_MAX_PICTURE_PIXELS = 1024 * 1024
+#: the video job's limit (`Engine.graph_max_pixels`): 1080p-class frames (2560×1080 and smaller)
+VIDEO_GRAPH_MAX_PICTURE_PIXELS = 2560 * 1080
 _INDEX_LIMIT = 2**31 - 1                  # elements: PyTorch kernels that use 32-bit index math refuse more
 _MAX_MEMO_STYLES = 256                    # encoded styles remembered by key (≈8 MiB of device memory each at 512²)
 
@@ -303,6 +305,10 @@ class Engine:
                 self.channels_last = False
         # CUDA graphs of the whole batch forward (bf16 path; the fp32 path stays the plain eager reference).
         self._graphs: GraphCache | None = None
+        #: pictures up to this many output pixels run as CUDA graphs (when graphs are on). The video job raises it
+        #: to `VIDEO_GRAPH_MAX_PICTURE_PIXELS`: it runs one shape for hundreds of batches, so the capture pays off,
+        #: and its encode thread holds the GIL for long stretches that would stall eager kernel launches.
+        self.graph_max_pixels = GRAPH_MAX_PICTURE_PIXELS
         if (self.device.type == "cuda" and self.dtype != torch.float32 and not self.compiled
                 and os.environ.get("MAMBAST_CUDA_GRAPHS", "1") != "0"):
             self._graphs = GraphCache(self._graph_forward)
@@ -404,6 +410,25 @@ class Engine:
         n = max(1, min(64, n))
         cap = self._batch_caps.get((int(h), int(w)))
         return min(n, cap) if cap else n
+
+    def max_graph_batch(self, h: int, w: int) -> int:
+        """The largest batch of h×w contents that runs as one CUDA graph (0: such pictures never do: graphs off, CPU,
+        or pictures above `graph_max_pixels`). A batch whose CNN decoder output must be split into several calls
+        (above the render budget, e.g. 16 1080p frames) runs eagerly.
+
+        Args:
+            h, w: content size in pixels.
+
+        Returns:
+            A batch size, or 0.
+        """
+        if self._graphs is None:
+            return 0
+        gh, gw = self.model.token_grid(h, w)
+        px = gh * gw * self.geometry.scale ** 2
+        if px > self.graph_max_pixels:
+            return 0
+        return max(1, self._render_budget() // px)
 
     # ------------------------------------------------------------------------------------------------------------
     # style side
@@ -583,7 +608,7 @@ class Engine:
         B, _, H, W = x.shape
         grid = self.model.token_grid(H, W)
         px = grid[0] * grid[1] * self.geometry.scale ** 2        # output pixels per picture (padded grid)
-        if px > GRAPH_MAX_PICTURE_PIXELS or B * px > render_pixels:
+        if px > self.graph_max_pixels or B * px > render_pixels:
             return None
         return self._graphs(x, self._layout(style, grid))
 

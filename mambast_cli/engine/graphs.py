@@ -121,6 +121,10 @@ class GraphCache:
             with torch.cuda.stream(side):           # warm-up on a side stream (library handles, workspaces)
                 self.forward(x_s, ss_s)
             torch.cuda.current_stream(x.device).wait_stream(side)
+            # the graph's activations live in its own pool: hand back the eager batches' cached blocks first, so a
+            # big shape (1080p video frames) does not need room for both
+            torch.cuda.synchronize(x.device)
+            torch.cuda.empty_cache()
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()

@@ -64,6 +64,7 @@ from mambast_cli.io import (
     upload_frames,
     write_atomic,
 )
+from mambast_cli.io.transfer import download_async, record_event, wait_event
 from mambast_cli.pipeline.plan import Event, Plan, Source
 
 EventCallback = Callable[[Event], None]
@@ -250,27 +251,10 @@ def _download(out: Any, torch: Any) -> Any:
 def _download_async(out: Any, torch: Any) -> tuple[Any, Any]:
     """`_download` without waiting: the same uint8 (B, H, W, 3) values, copied into fresh pinned memory on the
     current stream; returns (host tensor, CUDA event recorded after the copy)."""
-    u8 = _to_uint8_hwc(out, torch)
-    host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(u8, non_blocking=True)
-    return host, _record_event(u8, torch)
+    return download_async(_to_uint8_hwc(out, torch))
 
 
-def _record_event(t: Any, torch: Any) -> Any:
-    """A CUDA event recorded now on t's device's current stream (None for a CPU tensor)."""
-    if not t.is_cuda:
-        return None
-    ev = torch.cuda.Event()
-    ev.record(torch.cuda.current_stream(t.device))
-    return ev
-
-
-def _wait_event(ev: Any) -> None:
-    """Wait for a CUDA event by polling (`query` never holds the GIL for long; a blocking synchronize might)."""
-    if ev is None:
-        return
-    while not ev.query():
-        time.sleep(0.0002)
+_wait_event = wait_event    # a module-level name, so tests can break it
 
 
 def _pinned_empty(nbytes: int) -> Any:
@@ -572,7 +556,7 @@ class _Runner:
                 t0 = time.perf_counter()
                 if staged is not None:
                     x = frames_to_device(staged[0], self.engine.device)
-                    self._pin_ready[staged[1]] = _record_event(x, torch)   # the buffer may be refilled after this
+                    self._pin_ready[staged[1]] = record_event(x)   # the buffer may be refilled after this
                 else:
                     x = upload_frames([it.pixels for it in chunk], self.engine.device)
                 t1 = time.perf_counter()

@@ -8,11 +8,14 @@ OutputError / device errors stop the run.
 Pipeline (per video):
     reader thread: demux + decode (PyAV thread_type AUTO) → upright RGB uint8 at the processing size
         → bounded queue →
-    main thread: batches of frames → Engine.stylize (one StyleHandle for the whole run: fixed permutations)
-        → optional TemporalSmoother → uint8
+    main thread: batches of frames, stacked into one of two pinned buffers in turn → Engine.stylize (one
+        StyleHandle for the whole run: fixed permutations; CUDA graphs up to 1080p-class frames) → optional
+        TemporalSmoother → uint8 on the device → asynchronous copy back. It only queues GPU work and never
+        waits for it (on CUDA), so the next batch is stacked while the GPU runs this one.
         → bounded queue →
-    writer thread: colour conversion + encode + mux (copied audio/subtitle packets flow through the same queues,
-        in order), into a hidden temporary file renamed at the end. With env MAMBAST_VIDEO_ENCODER=process the
+    writer thread: waits for each batch's copy (a CUDA event), then colour conversion + encode + mux (copied
+        audio/subtitle packets flow through the same queues, in order), into a hidden temporary file renamed at
+        the end. With env MAMBAST_VIDEO_ENCODER=process the
         writer thread only hands frames and packets to a child process that encodes (encoder_proc.py: PyAV holds
         the GIL while it converts and encodes, which stalls the main thread's kernel launches).
 A failing input leaves no output file; Ctrl-C removes the temporary file.
@@ -24,16 +27,20 @@ import os
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
-from mambast_cli.io import clean_stale_parts, upload_frames
+from mambast_cli.io import clean_stale_parts, frames_to_device
+from mambast_cli.io.transfer import PinnedPair, download_async, record_event, wait_event
 from mambast_cli.video import io as vio
 from mambast_cli.video.encoder_proc import make_writer
 
 EventFn = Callable[[dict[str, Any]], None]
+# frames are wrapped with torch.from_numpy only to be read (stacked into the upload buffer); see pipeline/run.py
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 MAX_BATCH = 16
 _QUEUE_FRAMES = 24
 
@@ -254,10 +261,19 @@ def _get(q: "queue.Queue[Any]", stop: threading.Event, check: Callable[[], None]
 
 
 def _to_uint8(y: Any) -> Any:
-    """(B,3,H,W) float [0,1] (any device) → (B,H,W,3) uint8 numpy."""
+    """(B,3,H,W) float [0,1] → (B,H,W,3) uint8 on the same device (round half up)."""
     import torch
 
-    return (y.detach().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+    return y.detach().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+@dataclass
+class _Batch:
+    """Stylised frames on their way to the writer: valid once `ready` (a CUDA event, or None) has completed."""
+
+    pts: list[int]
+    frames: Any                      # (B, H, W, 3) uint8 host tensor (pinned on CUDA)
+    ready: Any = None
 
 
 def process_video(
@@ -283,6 +299,7 @@ def process_video(
     """
     import torch
 
+    from mambast_cli.engine.engine import VIDEO_GRAPH_MAX_PICTURE_PIXELS
     from mambast_cli.io import target_size
     from mambast_cli.video.stability import TemporalSmoother
 
@@ -322,17 +339,24 @@ def process_video(
           "source_width": info.width, "source_height": info.height, "rotation": info.rotation,
           "frames_total": total or None, "fps": float(info.rate) if info.rate else None})
 
+    if hasattr(engine, "graph_max_pixels"):   # one shape for the whole video: CUDA graphs pay off up to 1080p-class
+        engine.graph_max_pixels = max(engine.graph_max_pixels, VIDEO_GRAPH_MAX_PICTURE_PIXELS)
     batch = opts.batch or int(min(MAX_BATCH, max(1, engine.max_batch(H, W))))
+    if not opts.batch and getattr(engine, "max_graph_batch", None) is not None:
+        graph_batch = engine.max_graph_batch(H, W)     # e.g. 14 at 1080p: 16 frames would be rendered in two calls
+        if graph_batch:
+            batch = min(batch, graph_batch)
     smoother = TemporalSmoother(opts.smooth) if opts.smooth > 1 else None
-    # frames go to the engine's device as uint8 from one reused pinned buffer (reuse is safe: each batch's result is
-    # copied back, which waits for its work, before the next batch is stacked); stand-in engines without a device: CPU
+    # frames go to the engine's device as uint8, stacked into two pinned buffers in turn (PinnedPair waits for the
+    # upload that last read a buffer before it is refilled); stand-in engines without a device: CPU
     dev = getattr(engine, "device", None)
     dev = dev if isinstance(dev, torch.device) else torch.device("cpu")
-    pinned = torch.empty((batch, H, W, 3), dtype=torch.uint8, pin_memory=True) if dev.type == "cuda" else None
+    staging = PinnedPair()      # plain memory without CUDA
     stop = cancel or threading.Event()
     q_in: queue.Queue[Any] = queue.Queue(maxsize=max(_QUEUE_FRAMES, 2 * batch))
     q_out: queue.Queue[Any] = queue.Queue(maxsize=4)
     rstats: dict[str, float] = {}
+    wstats = {"gpu_wait_s": 0.0}
     errors: list[BaseException] = []
 
     def reader() -> None:
@@ -354,7 +378,10 @@ def process_video(
                 if isinstance(item, vio.CopiedPacket):
                     writer.mux_copy(item.index, item.packet)
                 else:
-                    for pts, img in item:
+                    t0 = time.perf_counter()
+                    wait_event(item.ready)      # a CUDA error surfaces here: it stops the job like a writer error
+                    wstats["gpu_wait_s"] += time.perf_counter() - t0
+                    for pts, img in zip(item.pts, item.frames.numpy()):
                         writer.write(img, pts)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
@@ -381,19 +408,23 @@ def process_video(
                 return
             t0 = time.perf_counter()
             with torch.inference_mode():
-                x = upload_frames([f.image for f in buf], dev, pinned)
+                host = staging.take((len(buf), *buf[0].image.shape))
+                # one C++ call that copies without the GIL (np.stack would hand it back once per frame)
+                torch.stack([torch.from_numpy(f.image) for f in buf], out=host)
+                x = frames_to_device(host, dev)
+                staging.uploaded(record_event(x))
                 y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color, on_device=True)
                 if smoother is not None:
                     y = smoother(x, y)
-                imgs = _to_uint8(y)
+                frames, ready = download_async(_to_uint8(y))
             stylize_s += time.perf_counter() - t0
-            items = [(f.pts, imgs[i]) for i, f in enumerate(buf)]
+            item = _Batch([f.pts for f in buf], frames, ready)
             buf.clear()
             check_writer()
-            if not _put(q_out, items, stop):
+            if not _put(q_out, item, stop):
                 check_writer()
                 raise KeyboardInterrupt
-            done += len(items)
+            done += len(item.pts)
             now = time.perf_counter()
             if now - last_emit >= 0.5:
                 last_emit = now
@@ -436,7 +467,8 @@ def process_video(
             writer.abort()
     wall = time.perf_counter() - t_start
     timing = {"decode_s": round(rstats.get("decode_s", 0.0), 3), "stylize_s": round(stylize_s, 3),
-              "encode_s": round(writer.stats.get("encode_s", 0.0), 3), "wall_s": round(wall, 3)}
+              "gpu_wait_s": round(wstats["gpu_wait_s"], 3), "encode_s": round(writer.stats.get("encode_s", 0.0), 3),
+              "wall_s": round(wall, 3)}
     return ItemResult(job.input, job.output, "done", "; ".join(warnings), frames=done, seconds=wall, timing=timing)
 
 

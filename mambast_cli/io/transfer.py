@@ -1,0 +1,123 @@
+"""Host ↔ GPU transfers for the pipelines, without making the calling thread wait for the GPU.
+
+Owns: CUDA events as "this copy is done" tokens (`record_event`, `wait_event`), the asynchronous copy of a batch
+of uint8 pictures back to pinned host memory (`download_async`), and `PinnedPair`, two reusable pinned upload
+buffers used in turn. Why: the thread that launches the model's kernels should queue work and go on; whoever needs
+the bytes waits for an event, polling so that it never holds the GIL while it waits.
+
+Every function also takes CPU tensors (events are then None and waiting is free), so the pipelines run unchanged
+on a CPU engine and in tests.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["PinnedPair", "download_async", "record_event", "wait_event"]
+
+
+def record_event(t: Any) -> Any:
+    """A CUDA event recorded now on the current stream of t's device (None for a CPU tensor).
+
+    Args:
+        t: a tensor whose device's stream to mark.
+
+    Returns:
+        The event, or None.
+    """
+    import torch
+
+    if not t.is_cuda:
+        return None
+    ev = torch.cuda.Event()
+    ev.record(torch.cuda.current_stream(t.device))
+    return ev
+
+
+def wait_event(ev: Any) -> None:
+    """Wait for a CUDA event by polling (`query` never holds the GIL for long; a blocking synchronize might).
+
+    Args:
+        ev: from :func:`record_event` (None: returns at once).
+    """
+    if ev is None:
+        return
+    while not ev.query():
+        time.sleep(0.0002)
+
+
+def download_async(u8: Any) -> tuple[Any, Any]:
+    """Queue the copy of a device tensor into fresh pinned host memory; return at once.
+
+    Args:
+        u8: the tensor to bring back (any dtype; on the CPU it is returned as it is).
+
+    Returns:
+        ``(host, event)``: the host tensor, whose contents are valid once ``wait_event(event)`` returned (event
+        None for a CPU input).
+    """
+    import torch
+
+    if not u8.is_cuda:
+        return u8, None
+    host = torch.empty(u8.shape, dtype=u8.dtype, pin_memory=True)
+    host.copy_(u8, non_blocking=True)
+    return host, record_event(u8)
+
+
+class PinnedPair:
+    """Two pinned uint8 upload buffers used in turn, each grown to the largest batch asked for.
+
+    While the GPU copies batch k from one buffer, the caller fills the other with batch k+1. Before handing out a
+    buffer again, `take` waits for the upload that last read it (the event given to `uploaded`), so the caller may
+    refill it without synchronising the device.
+
+    Example:
+        >>> pair = PinnedPair()                                           # doctest: +SKIP
+        >>> host = pair.take((16, 1080, 1920, 3))   # waits for the upload that used this buffer two turns ago
+        >>> torch.stack(frames, out=host); x = host.to("cuda", non_blocking=True)
+        >>> pair.uploaded(record_event(x))
+    """
+
+    def __init__(self, allocate: Any = None) -> None:
+        """Args:
+            allocate: ``allocate(nbytes) -> flat uint8 tensor`` (default: pinned memory; tests pass plain memory).
+        """
+        self._allocate = allocate or _pinned_empty
+        self._bufs: list[Any] = [None, None]
+        self._ready: list[Any] = [None, None]
+        self._turn = 1
+
+    def take(self, shape: tuple[int, ...]) -> Any:
+        """The next buffer, viewed as a uint8 tensor of `shape` (its contents are undefined).
+
+        Args:
+            shape: the batch's shape, e.g. (B, H, W, 3).
+
+        Returns:
+            A uint8 tensor of that shape.
+        """
+        nbytes = 1
+        for d in shape:
+            nbytes *= int(d)
+        k = self._turn = 1 - self._turn
+        wait_event(self._ready[k])
+        self._ready[k] = None
+        if self._bufs[k] is None or self._bufs[k].numel() < nbytes:
+            self._bufs[k] = None                    # free the old one before pinning a bigger one
+            self._bufs[k] = self._allocate(nbytes)
+        return self._bufs[k][:nbytes].view(*shape)
+
+    def uploaded(self, event: Any) -> None:
+        """Record the event after which the GPU no longer reads the buffer last taken.
+
+        Args:
+            event: from :func:`record_event` (None: nothing to wait for).
+        """
+        self._ready[self._turn] = event
+
+
+def _pinned_empty(nbytes: int) -> Any:
+    import torch
+
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=torch.cuda.is_available())
