@@ -4,7 +4,8 @@
 importable (and `MAMBAST_SCAN=ref` is not set), and the PyTorch reference otherwise, so the CPU path never needs
 Triton. The model calls it through `scan_norm_gate` (scan, direction merge, LayerNorm, gate).
 
-Also here: `merge_norm` (the fused SS2D epilogue) and `pad_nhwc` (the CNN decoder's ReLU + nearest upsampling +
+Also here: `merge_norm` (the fused SS2D epilogue), `residual_norm` (a VSS block's LayerNorms and residual add, via
+`block_norm` / `block_residual`), `dwconv_silu` (SS2D's depthwise convolution + SiLU, via `conv_silu`) and `pad_nhwc` (the CNN decoder's ReLU + nearest upsampling +
 reflection pad as one channels-last pass, used by mambast_cli/engine/cnn_nhwc.py), each beside its reference.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ except Exception:  # pragma: no cover - depends on the install
     cross_scan_triton_v2 = None
 
 __all__ = ["K_DIRECTIONS", "cross_scan", "cross_scan_ref", "cross_scan_triton", "cross_scan_triton_v2", "direction_indices",
-           "backend_for", "scan_norm_gate", "fused_merge_enabled"]
+           "backend_for", "scan_norm_gate", "fused_merge_enabled", "block_norm", "block_residual",
+           "fused_block_enabled", "conv_silu"]
 
 
 def backend_for(x: torch.Tensor) -> str:
@@ -84,3 +86,60 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
     S, G, L, Di = y.shape
     y = F.layer_norm(y.reshape(S * G, L, Di).to(weight.dtype), (Di,), weight, bias, eps)
     return y * F.silu(z.reshape(S * G, L, Di))
+
+
+def fused_block_enabled() -> bool:
+    """`block_norm`, `block_residual` and `conv_silu` use their fused Triton kernels (`residual_norm.py`,
+    `dwconv_silu.py`) for inference on the Triton backend; env MAMBAST_FUSED_BLOCK=0 turns all three off."""
+    return os.environ.get("MAMBAST_FUSED_BLOCK", "1") != "0"
+
+
+def _fuse_block(x: torch.Tensor) -> bool:
+    return fused_block_enabled() and backend_for(x) == "triton" and not torch.is_grad_enabled()
+
+
+def block_norm(x: torch.Tensor, ln: torch.nn.LayerNorm) -> torch.Tensor:
+    """A VSS block's LN_1, whose result feeds a matmul. Fused path: one pass that writes the result in the autocast
+    dtype when autocast is on for x's device (the cast the matmul would do), else in x's dtype."""
+    if not _fuse_block(x):
+        return ln(x)
+    from .residual_norm import norm_cast
+
+    dev = x.device.type
+    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    return norm_cast(x, ln.weight, ln.bias, ln.eps, out_dtype)
+
+
+def block_residual(x: torch.Tensor, y: torch.Tensor, skip: torch.Tensor, ln: torch.nn.LayerNorm,
+                   res: torch.Tensor | None = None) -> torch.Tensor:
+    """A VSS block's output: ln(skip * x + y) + res (res defaults to x), fp32 (the skip parameter is fp32, so the
+    PyTorch ops promote to it). Fused path: one pass."""
+    if not (_fuse_block(x) and skip.dtype == torch.float32):
+        return ln(skip * x + y) + (x if res is None else res)
+    from .residual_norm import add_norm_residual
+
+    return add_norm_residual(x, y, skip, ln.weight, ln.bias, ln.eps, res=res)
+
+
+def conv_silu(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+    """SS2D's SiLU(depthwise conv(x)): x (B, h, w, Di) channel-last (may be strided) -> (B, h*w, Di). Fused path
+    (`dwconv_silu.py`, one pass, result in the autocast dtype when autocast is on) for inference on the Triton backend
+    with a 3×3, padding 1 convolution; env MAMBAST_FUSED_CONV=0 turns it off."""
+    Bsz, h, w, Di = x.shape
+    if (_fuse_block(x) and os.environ.get("MAMBAST_FUSED_CONV", "1") != "0" and conv.kernel_size == (3, 3)
+            and conv.padding == (1, 1) and conv.groups == Di and conv.bias is not None):
+        from .dwconv_silu import dwconv_silu, fits
+
+        if not fits(x):
+            return _conv_silu_torch(x, conv)
+        dev = x.device.type
+        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        return dwconv_silu(x, conv.weight, conv.bias, out_dtype=out_dtype)
+    return _conv_silu_torch(x, conv)
+
+
+def _conv_silu_torch(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+    Bsz, h, w, Di = x.shape
+    xc = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)   # (B, Di, h, w), NHWC in memory
+    y = F.silu(conv(xc)).permute(0, 2, 3, 1)                                   # (B, h, w, Di)
+    return y.reshape(Bsz, h * w, Di)

@@ -258,6 +258,53 @@ def row_merge_norm(name, S, G, h, w):
                 bytes=nbytes, GBps=nbytes / ms_f / 1e6)
 
 
+def row_residual_norm(name, B, h, w, C=512):
+    """A VSS block's LayerNorms: LN_1 -> bf16 and LN(skip * x + y) + x, fused (residual_norm.py) vs the PyTorch ops the
+    model runs under autocast without them. Bytes: the fused passes' minimum (x fp32 in + bf16 out; x fp32 + y bf16 in,
+    fp32 out)."""
+    rn = importlib.import_module("mambast_kernels.residual_norm")
+    x = torch.randn(B, h, w, C, device=DEV)
+    y = torch.randn(B, h, w, C, device=DEV, dtype=torch.bfloat16)
+    skip, wt, bs = torch.randn(C, device=DEV), torch.randn(C, device=DEV), torch.randn(C, device=DEV)
+
+    def fused():
+        return rn.norm_cast(x, wt, bs, 1e-5, torch.bfloat16), rn.add_norm_residual(x, y, skip, wt, bs, 1e-5)
+
+    def torch_ops():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            a = torch.nn.functional.layer_norm(x, (C,), wt, bs, 1e-5).to(torch.bfloat16)   # the cast in_proj does
+            return a, torch.nn.functional.layer_norm(skip * x + y, (C,), wt, bs, 1e-5) + x
+    fa, fr = fused()
+    ta, tr = torch_ops()
+    err = max(((fa.float() - ta.float()).norm() / ta.float().norm()).item(), ((fr - tr).norm() / tr.norm()).item())
+    ms_f, ms_t = bench(fused), bench(torch_ops)
+    nbytes = B * h * w * C * ((4 + 2) + (4 + 2 + 4))
+    return dict(name=name, S=B, G=1, h=h, w=w, L=h * w, ms=ms_f, torch_ms=ms_t, speedup=ms_t / ms_f, rel_err=err,
+                bytes=nbytes, GBps=nbytes / ms_f / 1e6)
+
+
+def row_dwconv_silu(name, B, h, w):
+    """SS2D's depthwise 3×3 conv + SiLU on one half of in_proj's output (bf16, strided), fused (dwconv_silu.py) vs the
+    model's PyTorch ops (channels_last copy, cuDNN depthwise conv, SiLU) under autocast. Bytes: the fused pass's
+    minimum (bf16 in once, bf16 out)."""
+    dc = importlib.import_module("mambast_kernels.dwconv_silu")
+    xx = torch.randn(B, h, w, 2 * DI, device=DEV, dtype=torch.bfloat16)
+    x = xx[..., :DI]
+    conv = torch.nn.Conv2d(DI, DI, 3, padding=1, groups=DI, device=DEV).requires_grad_(False)
+    fused = lambda: dc.dwconv_silu(x, conv.weight, conv.bias)  # noqa: E731
+
+    def torch_ops():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            xc = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            return torch.nn.functional.silu(conv(xc)).permute(0, 2, 3, 1).reshape(B, h * w, DI)
+    ref = torch_ops().float()
+    err = ((fused().float() - ref).norm() / ref.norm()).item()
+    ms_f, ms_t = bench(fused), bench(torch_ops)
+    nbytes = B * h * w * DI * (2 + 2)
+    return dict(name=name, S=B, G=1, h=h, w=w, L=h * w, ms=ms_f, torch_ms=ms_t, speedup=ms_t / ms_f, rel_err=err,
+                bytes=nbytes, GBps=nbytes / ms_f / 1e6)
+
+
 def row_pad(name, B, C, h, w, scale, relu=True):
     """CNN-decoder glue at one layer: ReLU + nearest ×scale + reflect pad 1, channels-last bf16 (pad_nhwc.py) vs the
     PyTorch ops of the NCHW module (in-place ReLU, Upsample, ReflectionPad2d). Bytes: the fused pass's minimum."""
@@ -337,7 +384,11 @@ def main():
         ("v1 dec 512 G8 bf16", row_fwd, dict(S=1, G=8, h=64, w=64, dtype=bf16)),
     ]
     v2 += [("merge norm gate 512 B8", row_merge_norm, dict(S=8, G=1, h=64, w=64)),
-           ("merge norm gate 1080p B4", row_merge_norm, dict(S=4, G=1, h=135, w=240))]
+           ("merge norm gate 1080p B4", row_merge_norm, dict(S=4, G=1, h=135, w=240)),
+           ("residual norm 512 B64", row_residual_norm, dict(B=64, h=64, w=64)),
+           ("residual norm 1080p B16", row_residual_norm, dict(B=16, h=135, w=240)),
+           ("dwconv silu 512 B64", row_dwconv_silu, dict(B=64, h=64, w=64)),
+           ("dwconv silu 1080p B16", row_dwconv_silu, dict(B=16, h=135, w=240))]
     # CNN-decoder glue, 512² batch 16: the 64-channel full-size layer (no upsample) and the ×2 into it
     v2 += [("pad nhwc 512 B16 C64", row_pad, dict(B=16, C=64, h=512, w=512, scale=1)),
            ("pad nhwc up2 256->512 B16 C64", row_pad, dict(B=16, C=64, h=256, w=256, scale=2)),

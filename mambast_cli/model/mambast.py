@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mambast_kernels import K_DIRECTIONS, scan_norm_gate
+from mambast_kernels import K_DIRECTIONS, block_norm, block_residual, conv_silu, scan_norm_gate
 
 K = K_DIRECTIONS
 
@@ -157,11 +157,8 @@ class SS2D(nn.Module):
         self.Ds.fill_(1.0)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, Di) -> SiLU(dwconv) as (B, L, Di), grid order, channel-last (the conv runs channels_last, no copy)."""
-        Bsz, h, w, Di = x.shape
-        x = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (B, Di, h, w), NHWC in memory
-        x = F.silu(self.conv2d(x)).permute(0, 2, 3, 1)              # (B, h, w, Di)
-        return x.reshape(Bsz, h * w, Di)                            # (B, L, Di)
+        """(B, h, w, Di) -> SiLU(dwconv) as (B, L, Di), grid order, channel-last (one fused pass on the GPU)."""
+        return conv_silu(x, self.conv2d)
 
     def _proj(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Per-direction token projection: u (B, L, Di), weight (K, c, Di) -> (B, K, c, L)."""
@@ -231,14 +228,13 @@ class VSSBlock(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder block (spec §2.5): E_l = LN_norm(skip ⊙ X̃ + SS2D(LN_1(X̃))) + E_{l-1}, X̃ = E + P."""
         xt = x if pos is None else x + pos
-        t = self.skip_scale * xt + self.self_attention(self.ln_1(xt))
-        return self.norm(t) + x
+        y = self.self_attention(block_norm(xt, self.ln_1))
+        return block_residual(xt, y, self.skip_scale, self.norm, res=None if pos is None else x)
 
     def forward_cross(self, z: torch.Tensor, st: StyleBlockTensors) -> torch.Tensor:
         """Decoder block (spec §2.8): Z_l = LN_norm(skip ⊙ Z + DropPath(SS2D×(LN_1(Z), S̃))) + Z."""
-        y = self.self_attention.forward_cross(self.ln_1(z), st)
-        t = self.skip_scale * z + drop_path(y, self.drop_path, self.training)
-        return self.norm(t) + z
+        y = self.self_attention.forward_cross(block_norm(z, self.ln_1), st)
+        return block_residual(z, drop_path(y, self.drop_path, self.training), self.skip_scale, self.norm)
 
 
 class Encoder(nn.Module):
