@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Session 5's changes, prepared without a GPU (the session had no device time): run first next session on
+# nvidia-h100-x1, bundled weights moved out of the tree (random weights: speed, memory, parity), carry the PyAV wheel
+# `.whl/av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl`.
+#   PART=1: the fused VSS-block kernels (kernels/residual_norm.py, kernels/dwconv_silu.py): GPU tests, graphs still
+#           bit-identical to eager (512² and 1080p, the video limit), kernel rows.
+#   PART=2: the engine with MAMBAST_FUSED_BLOCK=0, then =1 with MAMBAST_FUSED_CONV=0 (norms only), then both on.
+#   PART=3: the video job after its pipeline change (pinned pair, no GPU wait on the main thread, CUDA graphs up to
+#           1080p-class frames): graphs on and off; the image folder once.
+#   PART=4: session 4's PART=13: 2 and 4 worker processes on the GPU, now that workers stack with numpy.
+set -o pipefail
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+report() { python3 -c "import json,sys; from mambast_cli.engine.bench import format_report; print(format_report(json.load(open(sys.argv[1]))))" "$1" 2>&1 | tail -${2:-16}; }
+folder() {
+  timeout 100 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size $2 --json > $OUT/$1.json 2> $OUT/$1.err
+  python3 -c "import json; r=json.load(open('$OUT/$1.json'))['folder']; r.pop('errors'); print(r)"; tail -2 $OUT/$1.err
+}
+if [ "${PART:-1}" = 1 ]; then
+  nvidia-smi -L
+  timeout 150 python3 -m pytest -q -m gpu tests/ 2>&1 | tail -3
+  timeout 60 python3 scripts/check_graphs.py --size 512x512 --batch 16 2>&1 | tail -2
+  timeout 90 python3 scripts/check_graphs.py --size 1080x1920 --batch 4 2>&1 | tail -2
+  timeout 90 python3 kernels/bench.py --only "residual norm|dwconv silu|merge norm gate 512" --out $OUT/bench_rn.json > $OUT/bench_rn.log 2>&1
+  grep -A8 "^row " $OUT/bench_rn.log | cut -c1-170
+elif [ "$PART" = 2 ]; then
+  for f in 0 1 2; do
+    MAMBAST_FUSED_BLOCK=$((f > 0)) MAMBAST_FUSED_CONV=$((f > 1)) timeout 150 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 \
+      --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_rn$f.json 2> $OUT/engine_rn$f.err
+    echo "== fused block kernels: $f (0 none, 1 norms, 2 norms + conv)"; report $OUT/engine_rn$f.json 17; tail -2 $OUT/engine_rn$f.err
+  done
+elif [ "$PART" = 3 ]; then
+  for g in 1 0; do
+    echo "== MAMBAST_CUDA_GRAPHS=$g"
+    MAMBAST_CUDA_GRAPHS=$g timeout 140 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 \
+      --json-out $OUT/video_g$g.json 2>&1 | grep -v -i warn | tail -8
+  done
+  folder folder6_512 512
+elif [ "$PART" = 4 ]; then
+  timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,4 --images 3000 --json-out $OUT/multi6.json 2>&1 | grep -v -i warn | tail -6
+fi
