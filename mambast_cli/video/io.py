@@ -558,8 +558,41 @@ class VideoWriter:
         if image.shape[0] != self.height or image.shape[1] != self.width:
             image = image[: self.height, : self.width]
         f = av.VideoFrame.from_ndarray(image, format="rgb24")
+        # chroma as the mean of each 2×2 block ("AREA"), the conversion video/yuv.py does on the GPU
         f = f.reformat(format=self.pix_fmt, src_colorspace=self._matrix, dst_colorspace=self._matrix,
-                       src_color_range=2, dst_color_range=self._range)
+                       src_color_range=2, dst_color_range=self._range, interpolation="AREA")
+        self._encode(f, pts)
+        self.stats["encode_s"] += time.perf_counter() - t0
+
+    def yuv420_layout(self) -> tuple[int, bool] | None:
+        """``(matrix, full_range)`` for :meth:`write_yuv420` (see `video.yuv.yuv420_planes`), or None when this output
+        needs RGB frames (another pixel format, or a matrix video/yuv.py does not know)."""
+        from mambast_cli.video.yuv import supports
+
+        if not supports(self.pix_fmt, self._matrix, self.width, self.height):
+            return None
+        return self._matrix, self._range == 2
+
+    def write_yuv420(self, planes: "np.ndarray", pts: int) -> None:
+        """Encode one frame given as packed YUV 4:2:0 planes (only where :meth:`yuv420_layout` is not None).
+
+        Args:
+            planes: (height * 3 // 2, width) uint8 from `video.yuv.yuv420_planes`, at the encoder size.
+            pts: presentation time in the source time base.
+        """
+        import time
+
+        import av
+
+        t0 = time.perf_counter()
+        f = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        f.colorspace, f.color_range = self._matrix, self._range
+        self._encode(f, pts)
+        self.stats["encode_s"] += time.perf_counter() - t0
+
+    def _encode(self, f: Any, pts: int) -> None:
+        import av
+
         f.pts = pts
         f.time_base = self.info.time_base
         try:
@@ -567,7 +600,6 @@ class VideoWriter:
                 self.out.mux(pkt)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"cannot write {self.final}: {e}") from e
-        self.stats["encode_s"] += time.perf_counter() - t0
 
     def mux_copy(self, index: int, packet: Any) -> None:
         """Remux one packet of a copied stream (dropped if that stream is not in the output).

@@ -13,7 +13,7 @@ Pipeline (per video):
         TemporalSmoother → uint8 on the device → asynchronous copy back. It only queues GPU work and never
         waits for it (on CUDA), so the next batch is stacked while the GPU runs this one.
         → bounded queue →
-    writer thread: waits for each batch's copy (a CUDA event), then colour conversion + encode + mux (copied
+    writer thread: waits for each batch's copy (a CUDA event), then colour conversion (RGB frames only) + encode + mux (copied
         audio/subtitle packets flow through the same queues, in order), into a hidden temporary file renamed at
         the end. With env MAMBAST_VIDEO_ENCODER=process the
         writer thread only hands frames and packets to a child process that encodes (encoder_proc.py: PyAV holds
@@ -35,6 +35,7 @@ from typing import Any, Callable
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
 from mambast_cli.io import clean_stale_parts, frames_to_device
 from mambast_cli.io.transfer import PinnedPair, download_async, record_event, wait_event
+from mambast_cli.video.yuv import yuv420_planes
 from mambast_cli.video import io as vio
 from mambast_cli.video.encoder_proc import make_writer
 
@@ -272,8 +273,9 @@ class _Batch:
     """Stylised frames on their way to the writer: valid once `ready` (a CUDA event, or None) has completed."""
 
     pts: list[int]
-    frames: Any                      # (B, H, W, 3) uint8 host tensor (pinned on CUDA)
+    frames: Any                      # (B, H, W, 3) uint8 RGB, or (B, H*3/2, W) packed YUV 4:2:0; host (pinned on CUDA)
     ready: Any = None
+    yuv: bool = False
 
 
 def process_video(
@@ -347,6 +349,10 @@ def process_video(
         if graph_batch:
             batch = min(batch, graph_batch)
     smoother = TemporalSmoother(opts.smooth) if opts.smooth > 1 else None
+    # YUV 4:2:0 made on the device when the writer takes it (video/yuv.py): the encode thread skips swscale
+    layout = getattr(writer, "yuv420_layout", lambda: None)()
+    if os.environ.get("MAMBAST_VIDEO_GPU_YUV", "1") == "0":
+        layout = None
     # frames go to the engine's device as uint8, stacked into two pinned buffers in turn (PinnedPair waits for the
     # upload that last read a buffer before it is refilled); stand-in engines without a device: CPU
     dev = getattr(engine, "device", None)
@@ -381,8 +387,9 @@ def process_video(
                     t0 = time.perf_counter()
                     wait_event(item.ready)      # a CUDA error surfaces here: it stops the job like a writer error
                     wstats["gpu_wait_s"] += time.perf_counter() - t0
+                    write = writer.write_yuv420 if item.yuv else writer.write
                     for pts, img in zip(item.pts, item.frames.numpy()):
-                        writer.write(img, pts)
+                        write(img, pts)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
             stop.set()
@@ -416,9 +423,13 @@ def process_video(
                 y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color, on_device=True)
                 if smoother is not None:
                     y = smoother(x, y)
-                frames, ready = download_async(_to_uint8(y))
+                if layout is not None:
+                    out = yuv420_planes(y[:, :, :eh, :ew], *layout)
+                else:
+                    out = _to_uint8(y)
+                frames, ready = download_async(out)
             stylize_s += time.perf_counter() - t0
-            item = _Batch([f.pts for f in buf], frames, ready)
+            item = _Batch([f.pts for f in buf], frames, ready, yuv=layout is not None)
             buf.clear()
             check_writer()
             if not _put(q_out, item, stop):
