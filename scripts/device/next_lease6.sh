@@ -6,8 +6,8 @@
 #           bit-identical to eager (512² and 1080p, the video limit), kernel rows.
 #   PART=2: the engine with MAMBAST_FUSED_BLOCK=0, then =1 with MAMBAST_FUSED_CONV=0 (norms only), then both on.
 #   PART=3: the video job after its pipeline change (pinned pair, no GPU wait on the main thread, CUDA graphs up to
-#           1080p-class frames): graphs on and off; the image folder once.
-#   PART=4: session 4's PART=13: 2 and 4 worker processes on the GPU, now that workers stack with numpy.
+#           1080p-class frames, YUV 4:2:0 made on the GPU): as is, with MAMBAST_VIDEO_GPU_YUV=0, MAMBAST_CUDA_GRAPHS=0.
+#   PART=4: the image folder once; session 4's PART=13: 2 and 4 worker processes on the GPU (workers stack with numpy).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -31,12 +31,14 @@ elif [ "$PART" = 2 ]; then
     echo "== fused block kernels: $f (0 none, 1 norms, 2 norms + conv)"; report $OUT/engine_rn$f.json 17; tail -2 $OUT/engine_rn$f.err
   done
 elif [ "$PART" = 3 ]; then
-  for g in 1 0; do
-    echo "== MAMBAST_CUDA_GRAPHS=$g"
-    MAMBAST_CUDA_GRAPHS=$g timeout 140 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 \
-      --json-out $OUT/video_g$g.json 2>&1 | grep -v -i warn | tail -8
+  # default (graphs + YUV on the GPU), then each of the two off
+  for v in default yuv_off graphs_off; do
+    echo "== video: $v"
+    env $( [ $v = yuv_off ] && echo MAMBAST_VIDEO_GPU_YUV=0 ) $( [ $v = graphs_off ] && echo MAMBAST_CUDA_GRAPHS=0 ) \
+      timeout 150 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 \
+      --json-out $OUT/video_$v.json 2>&1 | grep -v -i warn | tail -9
   done
-  folder folder6_512 512
 elif [ "$PART" = 4 ]; then
+  folder folder6_512 512
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,4 --images 3000 --json-out $OUT/multi6.json 2>&1 | grep -v -i warn | tail -6
 fi
