@@ -75,6 +75,16 @@ def test_write_atomic_writes_and_leaves_no_temp(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.jpg"]
 
 
+def test_write_atomic_creates_missing_folders_and_names_a_file_in_the_way(tmp_path: Path) -> None:
+    write_atomic(tmp_path / "a" / "b" / "x.jpg", b"deep")            # folders made on the first miss only
+    assert (tmp_path / "a" / "b" / "x.jpg").read_bytes() == b"deep"
+    (tmp_path / "blocker").write_bytes(b"")
+    with pytest.raises(OutputError, match="a file is in the way|Not a directory|File exists"):
+        write_atomic(tmp_path / "blocker" / "x.jpg", b"data")
+    with pytest.raises(OutputError):
+        write_atomic(tmp_path / "blocker" / "sub" / "x.jpg", b"data")
+
+
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
 def test_write_atomic_maps_rename_errors_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     def boom(src: str, dst: str) -> None:

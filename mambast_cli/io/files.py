@@ -134,10 +134,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
     """
     final = os.fspath(path)
     parent = os.path.dirname(final) or "."
-    ensure_dir(parent)
     tmp = temp_path(final)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except (FileNotFoundError, NotADirectoryError):   # the folder is missing (or a file is in its way)
+            ensure_dir(parent)                            # creates it, or raises the clear OutputError
+            fd = os.open(tmp, flags, 0o666)
     except OSError as e:
         raise _output_error("write to", parent, e) from e
     try:

@@ -164,7 +164,7 @@ def decode_image(
             if tw < w and th < h:
                 img.draft(None, (tw, th))  # libjpeg DCT scaling: never below the requested size
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        ImageOps.exif_transpose(img, in_place=True)   # in place: no copy of every upright picture
         return _to_rgb(img)
     except InputError:
         raise

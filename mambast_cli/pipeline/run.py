@@ -425,7 +425,7 @@ class _Runner:
             img = load_image(source_bytes(src), name=src.display, size=self.opts.size,
                              max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
             if self.gpu_io:
-                return _Item(ci, styles, np.asarray(img.convert("RGB"), dtype=np.uint8), t0)
+                return _Item(ci, styles, np.asarray(img, dtype=np.uint8), t0)     # decode_image returns RGB
             return _Item(ci, styles, image_to_tensor(img), t0)
         except MambastError as e:
             return e
