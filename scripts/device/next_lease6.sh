@@ -7,7 +7,7 @@
 #   PART=2: the engine with MAMBAST_FUSED_BLOCK=0, then =1 with MAMBAST_FUSED_CONV=0 (norms only), then both on.
 #   PART=3: the video job after its pipeline change (pinned pair, no GPU wait on the main thread, CUDA graphs up to
 #           1080p-class frames, YUV 4:2:0 made on the GPU): as is, with MAMBAST_VIDEO_GPU_YUV=0, MAMBAST_CUDA_GRAPHS=0.
-#   PART=4: the image folder once; session 4's PART=13: 2 and 4 worker processes on the GPU (workers stack with numpy).
+#   PART=4: the host side alone (scripts/bench_host_pipeline.py), the image folder once; session 4's PART=13: 2 and 4 worker processes on the GPU (workers stack with numpy).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -39,6 +39,8 @@ elif [ "$PART" = 3 ]; then
       --json-out $OUT/video_$v.json 2>&1 | grep -v -i warn | tail -9
   done
 elif [ "$PART" = 4 ]; then
+  # the host side alone (a null GPU: what 16 cores can decode, stack, encode and write), then the real folder
+  timeout 120 python3 scripts/bench_host_pipeline.py --images 3000 2>&1 | tail -1
   folder folder6_512 512
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,4 --images 3000 --json-out $OUT/multi6.json 2>&1 | grep -v -i warn | tail -6
 fi
