@@ -213,21 +213,24 @@ def discard_parts(final: str | os.PathLike[str], pid: int) -> int:
         How many were removed.
     """
     final = os.fspath(final)
-    parent = os.path.dirname(final) or "."
     prefix = f".{os.path.basename(final)}{PART_MARKER}{pid}-"
-    removed = 0
+    return sum(_unlink_counted(e.path) for e in _entries(os.path.dirname(final) or ".")
+               if e.name.startswith(prefix) and _PART_RE.match(e.name) and e.is_file(follow_symlinks=False))
+
+
+def _entries(folder: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
     try:
-        entries = list(os.scandir(parent))
+        return list(os.scandir(folder))
+    except OSError:
+        return []
+
+
+def _unlink_counted(path: str) -> int:
+    try:
+        os.unlink(path)
+        return 1
     except OSError:
         return 0
-    for entry in entries:
-        if entry.name.startswith(prefix) and _PART_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError:
-                pass
-    return removed
 
 
 def clean_stale_parts(folder: str | os.PathLike[str]) -> int:
@@ -244,18 +247,10 @@ def clean_stale_parts(folder: str | os.PathLike[str]) -> int:
         How many temporaries were removed.
     """
     removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
+    for entry in _entries(folder):
         m = _PART_RE.match(entry.name)
         if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError:
-                pass
+            removed += _unlink_counted(entry.path)
             continue
         m = _FRAMES_DIR_RE.match(entry.name)
         if m and entry.is_dir(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
