@@ -370,7 +370,14 @@ def main():
     v2 += [(f"v2 sweep seg 1080p B8 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=135, w=240, dtype=bf16, config=c))
            for c in cs2.FWD_CONFIGS[:1] + cs2.FWD_CONFIGS[3:4] + [c for c in cs2.FWD_SEG_CONFIGS if not c[2]]]
     v2 += [(f"v2 sweep enc512 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=64, w=64, dtype=bf16, config=c))
-           for c in cs2.FWD_CONFIGS]
+           for c in cs2.FWD_CONFIGS + cs2.FWD_PF_CONFIGS]
+    # prefetch depth 4 against 1 (session 5): the encoder, one 512² content, training shape, decoder form, 1080p
+    v2 += [(f"v2 pf enc512 B1 fwd {c}", row_fwd_v2, dict(S=1, G=1, h=64, w=64, dtype=bf16, config=c))
+           for c in [(64, 4), (64, 2, 0, 16), (64, 4, 0, 0, 4), (64, 2, 0, 16, 4)]]
+    v2 += [(f"v2 pf train256 fwd {c}", row_fwd_v2, dict(S=24, G=1, h=32, w=32, dtype=bf16, config=c))
+           for c in [(64, 4), (64, 4, 0, 0, 4), (64, 2, 0, 0, 4)]]
+    v2 += [(f"v2 pf 1080p B8 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=135, w=240, dtype=bf16, config=c))
+           for c in [(64, 4), (64, 4, 0, 0, 4), (128, 4, 0, 0, 4)]]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
            for c in cs2.BWD_CONFIGS]
     # v3 sequential backward (MAMBAST_SCAN_BWD=v3): tuned pick, then each (BD, warps)

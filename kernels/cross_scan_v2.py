@@ -53,16 +53,48 @@ def _pos(i, L, H, W, rev, col):
     return tl.where(col, (q % H) * W + q // H, q)
 
 
+@triton.jit
+def _fwd_step(h, sdt, u_raw, d_raw, B_raw, C_raw, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
+              hck_base, hck_off, stride_yg, Di, G, g0, g1, N: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr,
+              SEG: tl.constexpr):
+    # one step i (grid position pc) of a direction: checkpoint, state update, readouts; returns (h, sdt)
+    u = u_raw.to(tl.float32)
+    dr = d_raw.to(tl.float32) + bias
+    Bt = B_raw.to(tl.float32)
+    C0 = C_raw.to(tl.float32)
+    if SAVE:
+        if i % BT == 0:
+            tl.store(hck_base + (i // BT) * N * Di + hck_off, h, mask=mask_d[:, None])
+    dt = tl.where(mask_d, _softplus(dr), 0.0)
+    a = tl.exp2(dt[:, None] * A2)
+    h = a * h + (dt * u)[:, None] * Bt[None, :]
+    if SEG == 1:
+        sdt += dt
+    else:
+        du = Dv * u
+        y = tl.sum(h * C0[None, :], axis=1) + du
+        tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
+        for g in range(g0 + 1, g1):
+            Cg = tl.load(C_base + (pc * G + g) * N + offs_n).to(tl.float32)   # the group's rows share C0's lines
+            yg = tl.sum(h * Cg[None, :], axis=1) + du
+            tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
+    return h, sdt
+
+
 @triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "GB", "n_gblk", "seg_len", "n_seg"])
 def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hck_ptr, hs_ptr, sdt_ptr,
                     Di, L, H, W, G, n_chunks, GB, n_gblk, seg_len, n_seg,
-                    N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr, SEG: tl.constexpr):
+                    N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr, SEG: tl.constexpr,
+                    PF: tl.constexpr):
     # Readouts g0 .. g1-1 of recurrence s: a program owns a group of GB of the G contents that share the recurrence
     # (decoder form); the recurrence is recomputed once per group, so groups trade work for parallelism.
     # Segments (long sequences, few recurrences): program j walks steps [j*seg_len, (j+1)*seg_len) of its direction.
     #   SEG = 0: one segment, the whole sequence from a zero state (the ordinary form).
     #   SEG = 1: state pass: from a zero state, store the segment's end state and its sum of dt (no readouts).
     #   SEG = 2: output pass: start from hs[j], the true state before the segment (combined by the wrapper).
+    # PF: how many steps ahead the loads are issued. PF = 1: the next step's, before this step's arithmetic. PF = 4:
+    #   the loop is unrolled by 4 and each of the 4 register slots is refilled with the step 4 later as soon as it
+    #   has been read, so a load has 4 steps of work to arrive (one step is far shorter than a DRAM round trip).
     pid2 = tl.program_id(2)
     j = pid2 % n_seg
     rest = pid2 // n_seg
@@ -99,40 +131,89 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     else:
         h = tl.zeros((BD, N), dtype=tl.float32)
     sdt = tl.zeros((BD,), dtype=tl.float32)
-    # prologue: loads of the segment's first step
-    p = _pos(i0, L, H, W, rev, col)
-    u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
-    d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
-    B_n = tl.load(B_base + p * N + offs_n)
-    C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
-    for i in range(i0, i1):
-        pc = p
-        u = u_n.to(tl.float32)
-        dr = d_n.to(tl.float32) + bias
-        Bt = B_n.to(tl.float32)
-        C0 = C_n.to(tl.float32)
-        # issue the next step's loads before this step's arithmetic (clamped at the end: a harmless re-read)
-        p = _pos(tl.minimum(i + 1, L - 1), L, H, W, rev, col)
+    if PF == 1:
+        # prologue: loads of the segment's first step
+        p = _pos(i0, L, H, W, rev, col)
         u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
         d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
         B_n = tl.load(B_base + p * N + offs_n)
-        C_n = tl.load(C_base + (p * G + g0) * N + offs_n)      # row g0; the group's other rows share its lines
-        if SAVE:
-            if i % BT == 0:
-                tl.store(hck_base + (i // BT) * N * Di + hck_off, h, mask=mask_d[:, None])
-        dt = tl.where(mask_d, _softplus(dr), 0.0)
-        a = tl.exp2(dt[:, None] * A2)
-        h = a * h + (dt * u)[:, None] * Bt[None, :]
-        if SEG == 1:
-            sdt += dt
-        else:
-            du = Dv * u
-            y = tl.sum(h * C0[None, :], axis=1) + du
-            tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
-            for g in range(g0 + 1, g1):
-                Cg = tl.load(C_base + (pc * G + g) * N + offs_n).to(tl.float32)
-                yg = tl.sum(h * Cg[None, :], axis=1) + du
-                tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
+        C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
+        for i in range(i0, i1):
+            pc = p
+            u, dr, Bt, C0 = u_n, d_n, B_n, C_n
+            # issue the next step's loads before this step's arithmetic (clamped at the end: a harmless re-read)
+            p = _pos(tl.minimum(i + 1, L - 1), L, H, W, rev, col)
+            u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
+            d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
+            B_n = tl.load(B_base + p * N + offs_n)
+            C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
+            h, sdt = _fwd_step(h, sdt, u, dr, Bt, C0, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
+                               hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+    else:
+        tl.static_assert(PF == 4, "prefetch depth PF must be 1 or 4")
+        # slot q holds the loads of step i + q; steps past the segment's end are clamped re-reads, never used
+        p0 = _pos(tl.minimum(i0, L - 1), L, H, W, rev, col)
+        p1 = _pos(tl.minimum(i0 + 1, L - 1), L, H, W, rev, col)
+        p2 = _pos(tl.minimum(i0 + 2, L - 1), L, H, W, rev, col)
+        p3 = _pos(tl.minimum(i0 + 3, L - 1), L, H, W, rev, col)
+        u0 = tl.load(u_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
+        d0 = tl.load(dl_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
+        B0 = tl.load(B_base + p0 * N + offs_n)
+        C0 = tl.load(C_base + (p0 * G + g0) * N + offs_n)
+        u1 = tl.load(u_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
+        d1 = tl.load(dl_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
+        B1 = tl.load(B_base + p1 * N + offs_n)
+        C1 = tl.load(C_base + (p1 * G + g0) * N + offs_n)
+        u2 = tl.load(u_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
+        d2 = tl.load(dl_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
+        B2 = tl.load(B_base + p2 * N + offs_n)
+        C2 = tl.load(C_base + (p2 * G + g0) * N + offs_n)
+        u3 = tl.load(u_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
+        d3 = tl.load(dl_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
+        B3 = tl.load(B_base + p3 * N + offs_n)
+        C3 = tl.load(C_base + (p3 * G + g0) * N + offs_n)
+        for i in range(i0, i1, 4):
+            # step i (always inside the segment): read slot 0, refill it with step i + 4, then compute
+            pc = p0
+            u, dr, Bt, Cr = u0, d0, B0, C0
+            p0 = _pos(tl.minimum(i + 4, L - 1), L, H, W, rev, col)
+            u0 = tl.load(u_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
+            d0 = tl.load(dl_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
+            B0 = tl.load(B_base + p0 * N + offs_n)
+            C0 = tl.load(C_base + (p0 * G + g0) * N + offs_n)
+            h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
+                               hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+            # steps i + 1 .. i + 3: the same with slots 1 .. 3, skipped past the segment's end
+            pc = p1
+            u, dr, Bt, Cr = u1, d1, B1, C1
+            p1 = _pos(tl.minimum(i + 5, L - 1), L, H, W, rev, col)
+            u1 = tl.load(u_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
+            d1 = tl.load(dl_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
+            B1 = tl.load(B_base + p1 * N + offs_n)
+            C1 = tl.load(C_base + (p1 * G + g0) * N + offs_n)
+            if i + 1 < i1:
+                h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 1, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
+                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+            pc = p2
+            u, dr, Bt, Cr = u2, d2, B2, C2
+            p2 = _pos(tl.minimum(i + 6, L - 1), L, H, W, rev, col)
+            u2 = tl.load(u_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
+            d2 = tl.load(dl_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
+            B2 = tl.load(B_base + p2 * N + offs_n)
+            C2 = tl.load(C_base + (p2 * G + g0) * N + offs_n)
+            if i + 2 < i1:
+                h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 2, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
+                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+            pc = p3
+            u, dr, Bt, Cr = u3, d3, B3, C3
+            p3 = _pos(tl.minimum(i + 7, L - 1), L, H, W, rev, col)
+            u3 = tl.load(u_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
+            d3 = tl.load(dl_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
+            B3 = tl.load(B_base + p3 * N + offs_n)
+            C3 = tl.load(C_base + (p3 * G + g0) * N + offs_n)
+            if i + 3 < i1:
+                h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 3, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
+                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
     if SEG == 1:
         tl.store(hs_base + hck_off, h, mask=mask_d[:, None])
         tl.store(sdt_ptr + ((s * 4 + k) * n_seg + j) * Di + offs_d, sdt, mask=mask_d)
@@ -140,13 +221,19 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
 
 # (BD channels per program, num_warps[, GB readouts per program]); GB only matters when G > 1 (decoder form).
 FWD_CONFIGS = [(64, 4), (128, 4), (32, 2), (64, 2), (128, 8)]
+# The same with loads issued 4 steps ahead (PF = 4, the 5th element; GB 0 = all readouts, P 0 = no segments). Session
+# 5 reading of the H100 numbers: the plain form takes ~0.66 µs per step at 512² whether 1 or 8 recurrences run
+# (2.20 vs 2.72 ms for 4,096 steps), about one DRAM round trip, so each step waits for the loads issued one step
+# before. Not yet timed on a GPU: the tuner picks them only where they measure faster.
+FWD_PF_CONFIGS = [(64, 4, 0, 0, 4), (64, 2, 0, 0, 4), (128, 4, 0, 0, 4), (32, 2, 0, 0, 4)]
 # GB = 1 recomputes the recurrence for every readout: the work of separate recurrences, but without copying the style
 # tensors per content (measured on an H100, 512², G=8: 8 recurrences 2.69 ms, GB=2 3.37, GB=8 11.2).
 FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64, 4, 16), (32, 2, 16), (64, 4, 2),
-                 (64, 2, 2), (64, 2, 1), (128, 4, 1), (32, 2, 1)]
+                 (64, 2, 2), (64, 2, 1), (128, 4, 1), (32, 2, 1), (64, 4, 4, 0, 4), (64, 2, 8, 0, 4), (64, 2, 1, 0, 4)]
 # (BD, num_warps, GB (0 = all), P segments): the segmented form, tried for long sequences (L >= 1024) only.
 # Two (BD, warps) shapes only, so a new sequence length compiles at most four extra kernel variants (SEG 1 and 2).
-FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 1, 8)]
+FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 1, 8),
+                   (64, 2, 0, 16, 4), (64, 4, 0, 32, 4)]
 SEG_MIN_L = 1024       # 256² images (L = 1024) run at B = 1 / one recurrence many readouts: latency-bound without segments
 _DEFAULT_FWD = (64, 4)
 TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
@@ -157,7 +244,8 @@ _DEFAULT_BWD = v1._DEFAULT_BWD
 def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN_BT):
     """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck.
 
-    cfg = (BD, num_warps[, GB readouts per program[, P segments]]). With P > 1 the sequence is cut into P segments
+    cfg = (BD, num_warps[, GB readouts per program (0: all)[, P segments (0 or 1: none)[, PF prefetch depth, 1 or
+    4]]]). With P > 1 the sequence is cut into P segments
     scanned in parallel: a state pass gives each segment's end state (from zero) and sum of dt, the true state before
     segment j is H_j = exp(A * sum dt_{j-1}) * H_{j-1} + h_{j-1} (a short loop here, fixed order), and an output pass
     rescans every segment from its H_j. Twice the recurrence work for P times the parallelism: for long sequences
@@ -166,7 +254,8 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     G, N = Ct.shape[3], A.shape[1]
     BD, nw = cfg[:2]
     GB = min(G, cfg[2]) if len(cfg) > 2 and cfg[2] else G
-    P = cfg[3] if len(cfg) > 3 else 1
+    P = cfg[3] if len(cfg) > 3 and cfg[3] else 1
+    PF = cfg[4] if len(cfg) > 4 else 1
     n_gblk = triton.cdiv(G, GB)
     assert not (save and n_gblk > 1), "checkpoints are saved for one readout group only"
     assert not (save and P > 1), "checkpoints are saved by the one-segment form only"
@@ -180,13 +269,13 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     if n_seg == 1:
         _seq_fwd_kernel[(n_dblk, K, S * n_gblk)](
             u, delta, A, Bt, Ct, D, delta_bias, slots, hck, slots, slots, Di, L, h, w, G, n_chunks, GB, n_gblk,
-            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, num_warps=nw)
+            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, PF=PF, num_warps=nw)
         return slots, (hck if save else None)
     hs = v1._empty((S, K, n_seg, N, Di), u.device)
     sdt = v1._empty((S, K, n_seg, Di), u.device)
     _seq_fwd_kernel[(n_dblk, K, S * n_seg)](
         u, delta, A, Bt, Ct, D, delta_bias, slots, slots, hs, sdt, Di, L, h, w, G, n_chunks, G, 1,
-        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, num_warps=nw)
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, PF=PF, num_warps=nw)
     h0 = torch.zeros_like(hs)
     An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
     for jj in range(1, n_seg):
@@ -194,7 +283,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
         h0[:, :, jj] = decay * h0[:, :, jj - 1] + hs[:, :, jj - 1]
     _seq_fwd_kernel[(n_dblk, K, S * n_gblk * n_seg)](
         u, delta, A, Bt, Ct, D, delta_bias, slots, slots, h0, sdt, Di, L, h, w, G, n_chunks, GB, n_gblk,
-        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, num_warps=nw)
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, PF=PF, num_warps=nw)
     return slots, None
 
 
@@ -215,8 +304,13 @@ def _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w):
     return S, L, Di, G, N
 
 
+def prefetch4_allowed() -> bool:
+    """Whether the tuner may pick the PF = 4 configs (env MAMBAST_SCAN2_PF=0: not; for A/B runs and as a way out)."""
+    return os.environ.get("MAMBAST_SCAN2_PF", "1") != "0"
+
+
 def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False):
-    """The forward's (BD, num_warps[, GB[, P]]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape
+    """The forward's (BD, num_warps[, GB[, P[, PF]]]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape
     key. grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates
     too; segmented: a long sequence without checkpoints, so the segmented form is a candidate too."""
     if config is not None:
@@ -226,9 +320,11 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
         return env
     if v1._interpreting():
         return (8, 1)
-    cands = FWD_CONFIGS + (FWD_G_CONFIGS if grouped else [])
+    cands = FWD_CONFIGS + FWD_PF_CONFIGS + (FWD_G_CONFIGS if grouped else [])
     if segmented:
         cands = cands + [c for c in FWD_SEG_CONFIGS if grouped or not c[2]]
+    if not prefetch4_allowed():
+        cands = [c for c in cands if len(c) < 5 or c[4] == 1]
     return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
 
@@ -241,7 +337,7 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     Bt = B.transpose(-1, -2).contiguous()
     Ct = C.permute(0, 2, 4, 1, 3).contiguous()                # (S, K, L, G, N): one step's G readout rows together
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
-    key = f"v2fwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|{dev}"
+    key = f"v2fwd5|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|pf{int(prefetch4_allowed())}|{dev}"
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
                      config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)

@@ -3,8 +3,10 @@
 # nvidia-h100-x1, bundled weights moved out of the tree (random weights: speed, memory, parity), carry the PyAV wheel
 # `.whl/av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl`.
 #   PART=1: the fused VSS-block kernels (kernels/residual_norm.py, kernels/dwconv_silu.py): GPU tests, graphs still
-#           bit-identical to eager (512² and 1080p, the video limit), kernel rows.
-#   PART=2: the engine with MAMBAST_FUSED_BLOCK=0, then =1 with MAMBAST_FUSED_CONV=0 (norms only), then both on.
+#           bit-identical to eager (512² and 1080p, the video limit), kernel tests on CUDA, kernel rows (fused
+#           kernels; scan forward PF = 4 vs 1 at the encoder, one-content, training and 1080p shapes).
+#   PART=2: the engine as in session 4 (MAMBAST_FUSED_BLOCK=0 MAMBAST_SCAN2_PF=0), + fused block kernels, + the scan
+#           forward's loads issued 4 steps ahead (kernels/cross_scan_v2.py PF = 4; the default).
 #   PART=3: the video job after its pipeline change (pinned pair, no GPU wait on the main thread, CUDA graphs up to
 #           1080p-class frames, YUV 4:2:0 made on the GPU): as is, with MAMBAST_VIDEO_GPU_YUV=0, MAMBAST_CUDA_GRAPHS=0.
 #   PART=4: the host side alone (scripts/bench_host_pipeline.py), the image folder once; session 4's PART=13: 2 and 4 worker processes on the GPU (workers stack with numpy).
@@ -20,15 +22,18 @@ folder() {
 if [ "${PART:-1}" = 1 ]; then
   nvidia-smi -L
   timeout 150 python3 -m pytest -q -m gpu tests/ 2>&1 | tail -3
+  timeout 150 python3 -m pytest -q tests/kernels/ 2>&1 | tail -3        # on CUDA: the PF = 4 scan, fused kernels
   timeout 60 python3 scripts/check_graphs.py --size 512x512 --batch 16 2>&1 | tail -2
   timeout 90 python3 scripts/check_graphs.py --size 1080x1920 --batch 4 2>&1 | tail -2
-  timeout 90 python3 kernels/bench.py --only "residual norm|dwconv silu|merge norm gate 512" --out $OUT/bench_rn.json > $OUT/bench_rn.log 2>&1
-  grep -A8 "^row " $OUT/bench_rn.log | cut -c1-170
+  timeout 180 python3 kernels/bench.py --only "residual norm|dwconv silu|merge norm gate 512|v2 pf|v2 sweep enc512" --out $OUT/bench_rn.json > $OUT/bench_rn.log 2>&1
+  grep -A30 "^row " $OUT/bench_rn.log | cut -c1-170
 elif [ "$PART" = 2 ]; then
-  for f in 0 1 2; do
-    MAMBAST_FUSED_BLOCK=$((f > 0)) MAMBAST_FUSED_CONV=$((f > 1)) timeout 150 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 \
+  # 0: session 4's engine (no fused block kernels, no PF = 4 scan); 1: + fused block kernels; 2: + PF = 4 (default)
+  # (FS="0 1" then FS=2 if one call cannot hold all three: the first run compiles the new scan variants)
+  for f in ${FS:-0 1 2}; do
+    MAMBAST_FUSED_BLOCK=$((f > 0)) MAMBAST_SCAN2_PF=$((f > 1)) timeout 180 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 \
       --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_rn$f.json 2> $OUT/engine_rn$f.err
-    echo "== fused block kernels: $f (0 none, 1 norms, 2 norms + conv)"; report $OUT/engine_rn$f.json 17; tail -2 $OUT/engine_rn$f.err
+    echo "== engine $f (0 session 4, 1 + fused block kernels, 2 + scan loads 4 steps ahead)"; report $OUT/engine_rn$f.json 17; tail -2 $OUT/engine_rn$f.err
   done
 elif [ "$PART" = 3 ]; then
   # default (graphs + YUV on the GPU), then each of the two off

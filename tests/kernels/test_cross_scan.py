@@ -225,7 +225,8 @@ def test_v2_readout_groups(poisoned, G, GB, hw):
 
 @needs_triton
 @pytest.mark.parametrize("G,cfg,hw", [(1, (8, 1, 0, 4), (3, 5)), (1, (8, 1, 0, 3), (1, 7)), (3, (8, 1, 2, 2), (4, 4)),
-                                      (2, (8, 1, 0, 5), (2, 3)), (1, (8, 1, 0, 40), (3, 5))])
+                                      (2, (8, 1, 0, 5), (2, 3)), (1, (8, 1, 0, 40), (3, 5)),
+                                      (1, (8, 1, 0, 4, 4), (3, 5)), (2, (8, 1, 0, 3, 4), (2, 3))])
 def test_v2_segments(poisoned, G, cfg, hw):
     """Segmented form (long sequences): P segments scanned from zero, their end states combined in order, then every
     segment rescanned from its true start state. Same output as the reference; more segments than steps are fine."""
@@ -238,6 +239,27 @@ def test_v2_segments(poisoned, G, cfg, hw):
         y, hck, used = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg)
     assert hck is None and tuple(used) == cfg
     _check("y", y.transpose(-1, -2), y_ref, 1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("G,cfg,hw,save", [(1, (8, 1, 0, 0, 4), (3, 5), False), (1, (8, 1, 0, 0, 4), (1, 7), True),
+                                           (3, (8, 1, 2, 0, 4), (4, 4), False), (1, (8, 1, 0, 0, 4), (2, 2), True),
+                                           (2, (8, 1, 0, 0, 4), (1, 3), False)])
+def test_v2_prefetch_depth_4(poisoned, G, cfg, hw, save):
+    """Loads issued 4 steps ahead (PF = 4: the loop unrolled by 4, steps past the end skipped): the reference's
+    output, and the same bytes (outputs and checkpoints) as PF = 1, for sequences shorter than 4, not a multiple of
+    4, readout groups and saved checkpoints."""
+    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
+    h, w = hw
+    xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
+    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
+    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
+    with torch.no_grad():
+        y, hck, used = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg, save_states=save)
+        y1, hck1, _ = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg[:3], save_states=save)
+    assert tuple(used) == cfg and (hck is not None) == save
+    _check("y", y.transpose(-1, -2), y_ref, 1e-5)
+    assert torch.equal(y, y1) and (not save or torch.equal(hck, hck1))
 
 
 @needs_triton
