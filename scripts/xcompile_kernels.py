@@ -1,0 +1,91 @@
+"""Compile the Triton kernels for an H100 (sm_90a) on any machine, no GPU needed, and report registers and spills.
+
+What a CPU-only session can check about a GPU kernel before it is ever run: that it compiles for Hopper with this
+Triton, how many registers a thread needs (occupancy), and whether anything spills. Uses the ptxas that ships in the
+Triton wheel (`ptxas-blackwell`, which accepts the PTX versions recent Triton emits). Timings still need a GPU.
+
+    python scripts/xcompile_kernels.py [--only scan|norm|conv]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _ptxas() -> str:
+    import triton
+
+    d = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    for name in ("ptxas-blackwell", "ptxas"):
+        if (d / name).exists():
+            return str(d / name)
+    raise SystemExit("no ptxas in the Triton wheel")
+
+
+def _compile(fn, sig: dict, constexprs: dict, num_warps: int) -> str:
+    """Registers / spills of one specialisation, as ptxas reports them for sm_90a."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    for name in constexprs:
+        sig[name] = "constexpr"
+    k = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as d:
+        ptx = os.path.join(d, "k.ptx")
+        Path(ptx).write_text(k.asm["ptx"])
+        r = subprocess.run([_ptxas(), "-arch=sm_90a", "-v", ptx, "-o", os.path.join(d, "k.cubin")],
+                           capture_output=True, text=True)
+    regs = re.search(r"Used (\d+) registers", r.stderr)
+    spill = re.search(r"(\d+) bytes spill stores", r.stderr)
+    if r.returncode != 0 or regs is None:
+        return f"ptxas failed: {r.stderr.strip()[:200]}"
+    return f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="substring of the row names to compile")
+    a = ap.parse_args()
+    import triton
+
+    from mambast_kernels.cross_scan_v2 import _seq_fwd_kernel
+    from mambast_kernels.dwconv_silu import _dwconv_silu_kernel
+    from mambast_kernels.residual_norm import _row_norm_kernel
+
+    fwd_sig = lambda: dict(zip(  # noqa: E731
+        ["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "y_ptr", "hck_ptr", "hs_ptr", "sdt_ptr",
+         "Di", "L", "H", "W", "G", "n_chunks", "GB", "n_gblk", "seg_len", "n_seg"],
+        ["*bf16", "*bf16", "*fp32", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32"] + ["i32"] * 10))
+    rows = []
+    for BD, nw, seg, save, pf in [(64, 4, 0, False, 1), (64, 4, 0, False, 4), (64, 2, 0, False, 4),
+                                  (128, 4, 0, False, 4), (64, 4, 0, True, 4), (64, 2, 1, False, 4), (64, 2, 2, False, 4)]:
+        rows.append((f"scan fwd BD={BD} warps={nw} SEG={seg} SAVE={int(save)} PF={pf}", _seq_fwd_kernel, fwd_sig(),
+                     dict(N=16, BD=BD, BT=8, SAVE=save, SEG=seg, PF=pf), nw))
+    norm_sig = lambda out: {"x_ptr": "*fp32", "y_ptr": "*bf16", "r_ptr": "*fp32", "s_ptr": "*fp32",  # noqa: E731
+                            "w_ptr": "*fp32", "b_ptr": "*fp32", "out_ptr": out, "C": "i32", "eps": "fp32"}
+    rows.append(("norm residual C=512", _row_norm_kernel, norm_sig("*fp32"),
+                 dict(RESIDUAL=True, SEPARATE_RES=False, BLOCK_C=512), 4))
+    rows.append(("norm cast C=512 -> bf16", _row_norm_kernel, norm_sig("*bf16"),
+                 dict(RESIDUAL=False, SEPARATE_RES=False, BLOCK_C=512), 4))
+    conv_sig = {"x_ptr": "*bf16", "w_ptr": "*fp32", "b_ptr": "*fp32", "out_ptr": "*bf16", "h": "i32", "w": "i32",
+                "Di": "i32", "sx_b": "i32", "sx_h": "i32", "sx_w": "i32"}
+    rows.append(("conv dwconv+silu 32x64", _dwconv_silu_kernel, conv_sig, dict(BT=32, BD=64), 8))
+    print(f"triton {triton.__version__}, sm_90a, {_ptxas()}")
+    for name, fn, sig, consts, nw in rows:
+        if a.only and a.only not in name:
+            continue
+        print(f"  {name:50} {_compile(fn, dict(sig), dict(consts), nw)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
