@@ -77,3 +77,18 @@ def test_job_output_matches_the_rgb_path(tmp_path: Path, style: str, monkeypatch
     assert len(outs["1"]) == len(outs["0"]) == 5
     for a, b in zip(outs["1"], outs["0"]):
         assert a.shape == b.shape and np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("h,w", [(10, 14), (33, 47), (1, 3)])
+def test_frames_from_arrays_equal_pyav_from_ndarray(h: int, w: int) -> None:
+    """vio.frame_from_rgb / frame_from_yuv420 (numpy copies into the planes) give PyAV's from_ndarray frames."""
+    img = _picture(h, w)
+    a = vio.frame_from_rgb(img)
+    assert (a.width, a.height, a.format.name) == (w, h, "rgb24")
+    assert np.array_equal(a.to_ndarray(), av.VideoFrame.from_ndarray(img, format="rgb24").to_ndarray())
+    if h % 2 == 0 and w % 2 == 0:
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        planes = yuv420_planes(x, 1, False)[0].numpy()
+        b = vio.frame_from_yuv420(planes)
+        assert (b.width, b.height, b.format.name) == (w, h, "yuv420p")
+        assert np.array_equal(b.to_ndarray(), av.VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray())

@@ -433,6 +433,55 @@ def encoder_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     return max(2, w), max(2, h)
 
 
+def _fill_plane(plane: Any, rows: "np.ndarray") -> None:
+    """Copy (h, row_bytes) uint8 rows into a PyAV plane, whose lines may be padded (line_size >= row_bytes)."""
+    import numpy as np
+
+    dst = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+    dst[: rows.shape[0], : rows.shape[1]] = rows
+
+
+def frame_from_rgb(image: "np.ndarray") -> Any:
+    """A PyAV rgb24 VideoFrame holding a copy of an (H, W, 3) uint8 array.
+
+    Same frame as ``av.VideoFrame.from_ndarray(image, format="rgb24")``, by one numpy copy into the plane: that call
+    took 12.6 ms per 1080p frame on the CI box (PyAV 18), this one 0.36 ms (BENCHMARKS.md, session 5).
+
+    Args:
+        image: (H, W, 3) uint8.
+
+    Returns:
+        The frame.
+    """
+    import av
+
+    h, w, _ = image.shape
+    f = av.VideoFrame(w, h, "rgb24")
+    _fill_plane(f.planes[0], image.reshape(h, w * 3))
+    return f
+
+
+def frame_from_yuv420(planes: "np.ndarray") -> Any:
+    """A PyAV yuv420p VideoFrame from packed planes (see `video.yuv.yuv420_planes`), by numpy copies.
+
+    Args:
+        planes: (H * 3 // 2, W) uint8: the Y plane's H rows, then U and V (H/2 × W/2 values each) back to back.
+
+    Returns:
+        The frame (same as ``av.VideoFrame.from_ndarray(planes, format="yuv420p")``).
+    """
+    import av
+
+    h, w = planes.shape[0] * 2 // 3, planes.shape[1]
+    f = av.VideoFrame(w, h, "yuv420p")
+    flat = planes.reshape(-1)
+    q = (h // 2) * (w // 2)
+    _fill_plane(f.planes[0], planes[:h])
+    _fill_plane(f.planes[1], flat[h * w : h * w + q].reshape(h // 2, w // 2))
+    _fill_plane(f.planes[2], flat[h * w + q : h * w + 2 * q].reshape(h // 2, w // 2))
+    return f
+
+
 class VideoWriter:
     """Encode RGB frames and remux copied packets into a temporary file; :meth:`commit` renames it into place.
 
@@ -557,7 +606,7 @@ class VideoWriter:
         t0 = time.perf_counter()
         if image.shape[0] != self.height or image.shape[1] != self.width:
             image = image[: self.height, : self.width]
-        f = av.VideoFrame.from_ndarray(image, format="rgb24")
+        f = frame_from_rgb(image)
         # chroma as the mean of each 2×2 block ("AREA"), the conversion video/yuv.py does on the GPU
         f = f.reformat(format=self.pix_fmt, src_colorspace=self._matrix, dst_colorspace=self._matrix,
                        src_color_range=2, dst_color_range=self._range, interpolation="AREA")
@@ -585,7 +634,7 @@ class VideoWriter:
         import av
 
         t0 = time.perf_counter()
-        f = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        f = frame_from_yuv420(planes)
         f.colorspace, f.color_range = self._matrix, self._range
         self._encode(f, pts)
         self.stats["encode_s"] += time.perf_counter() - t0

@@ -1,10 +1,9 @@
 """RGB → YUV 4:2:0 on the engine's device, packed the way PyAV's ``VideoFrame.from_ndarray(..., "yuv420p")`` takes it.
 
-Why: the encode thread used to turn each stylised RGB frame into a PyAV frame (``from_ndarray`` rgb24: 13 ms per
-1080p frame on the 2-core CI box) and convert it with swscale (6–7 ms), holding the GIL for much of both, while the
-encoder (libx264) only needs the YUV planes. Converting on the GPU costs a few elementwise kernels, halves the bytes
-copied back (1.5 instead of 3 per pixel) and leaves the encode thread ``from_ndarray`` yuv420p (~1 ms) and the
-encoder itself.
+Why: the encode thread used to convert each stylised RGB frame with swscale (6–7 ms per 1080p frame on the 2-core
+CI box), holding the GIL for much of it, while the encoder (libx264) only needs the YUV planes. Converting on the GPU
+costs a few elementwise kernels, halves the bytes copied back (1.5 instead of 3 per pixel) and leaves the encode
+thread one copy into the frame's planes (`video.io.frame_from_yuv420`, ~0.5 ms) and the encoder itself.
 
 The conversion is the one swscale does with ``interpolation="AREA"`` (which the RGB path of
 :class:`mambast_cli.video.io.VideoWriter` uses too): full-range RGB in, the source's matrix and range out, chroma
