@@ -85,6 +85,18 @@ def test_write_atomic_creates_missing_folders_and_names_a_file_in_the_way(tmp_pa
         write_atomic(tmp_path / "blocker" / "sub" / "x.jpg", b"data")
 
 
+def test_write_atomic_draws_another_temporary_name_on_a_clash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mambast_cli.io import files
+
+    taken = tmp_path / f".a.jpg{files.PART_MARKER}{os.getpid()}-0000beef"
+    taken.write_bytes(b"another writer's")
+    names = iter([str(taken)])
+    real = files.temp_path
+    monkeypatch.setattr(files, "temp_path", lambda final: next(names, None) or real(final))
+    write_atomic(tmp_path / "a.jpg", b"mine")
+    assert (tmp_path / "a.jpg").read_bytes() == b"mine" and taken.read_bytes() == b"another writer's"
+
+
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
 def test_write_atomic_maps_rename_errors_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     def boom(src: str, dst: str) -> None:

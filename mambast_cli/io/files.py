@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
+import random
 import shutil
 from pathlib import Path
 
@@ -142,6 +142,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
         except (FileNotFoundError, NotADirectoryError):   # the folder is missing (or a file is in its way)
             ensure_dir(parent)                            # creates it, or raises the clear OutputError
             fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:                           # a temporary name already taken: draw another
+            tmp = temp_path(final)
+            fd = os.open(tmp, flags, 0o666)
     except OSError as e:
         raise _output_error("write to", parent, e) from e
     try:
@@ -175,7 +178,8 @@ def temp_path(final: str | os.PathLike[str]) -> str:
     """
     final = os.fspath(final)
     parent = os.path.dirname(final) or "."
-    return os.path.join(parent, f".{os.path.basename(final)}{PART_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+    # uniqueness, not secrecy: os.urandom per output cost a syscall per picture; O_EXCL catches the rare clash
+    return os.path.join(parent, f".{os.path.basename(final)}{PART_MARKER}{os.getpid()}-{random.getrandbits(32):08x}")
 
 
 def _unlink_quietly(path: str) -> None:
@@ -288,7 +292,7 @@ def probe_writable(folder: str | os.PathLike[str]) -> None:
         OutputError: the folder cannot be created or written (read-only file system, permissions, disk full).
     """
     ensure_dir(folder)
-    probe = os.path.join(os.fspath(folder), f".mambast-probe{PART_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+    probe = os.path.join(os.fspath(folder), f".mambast-probe{PART_MARKER}{os.getpid()}-{random.getrandbits(32):08x}")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)

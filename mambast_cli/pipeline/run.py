@@ -266,8 +266,11 @@ def _pinned_empty(nbytes: int) -> Any:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 
 
+_CPUS = os.cpu_count() or 2
+
+
 def _cpu_workers(n: int | None) -> int:
-    return n if n and n > 0 else max(2, min(8, os.cpu_count() or 2))
+    return n if n and n > 0 else max(2, min(8, _CPUS))
 
 
 def _out_of_memory_types() -> tuple[type[BaseException], ...]:
