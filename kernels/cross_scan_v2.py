@@ -389,7 +389,7 @@ def cross_scan_bwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, 
 def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, hck_ptr, scr_ptr,
                      du_ptr, ddl_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, db_ptr,
                      Di, L, H, W, G, n_chunks, n_dblk,
-                     N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr):
+                     N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, PF: tl.constexpr = 0):
     # One program per (channel block, direction k, recurrence s) walks its direction's chunks of BT steps from the
     # last to the first. Per chunk: (1) from the forward's checkpoint, recompute the chunk's states and write the
     # state *before* each step (h_{t-1}) to a per-program scratch slab (each thread reads back what it wrote);
@@ -440,18 +440,44 @@ def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
         i0 = ci * BT
         nb = tl.minimum(L - i0, BT)
         h = tl.load(hck_base + ci * N * Di + hck_off, mask=mask_d, other=0.0)
+        # PF = 1: each pass issues the next step's loads before this step's arithmetic (as the forward's PF = 1);
+        # PF = 0: load and use (the measured default)
+        if PF:
+            p = _pos(i0, L, H, W, rev, col)
+            u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
+            d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
+            B_n = tl.load(B_base + p * N + tl.arange(0, N))
         for j in range(0, nb):
-            p = _pos(i0 + j, L, H, W, rev, col)
-            u = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            dr = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32) + bias
-            Bt = tl.load(B_base + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
+            if PF:
+                u_c, d_c, B_c = u_n, d_n, B_n
+                pn = _pos(i0 + tl.minimum(j + 1, nb - 1), L, H, W, rev, col)
+                u_n = tl.load(u_base + pn * Di + offs_d, mask=mask_d, other=0.0)
+                d_n = tl.load(dl_base + pn * Di + offs_d, mask=mask_d, other=0.0)
+                B_n = tl.load(B_base + pn * N + tl.arange(0, N))
+            else:
+                p = _pos(i0 + j, L, H, W, rev, col)
+                u_c = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
+                d_c = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
+                B_c = tl.load(B_base + p * N + tl.arange(0, N))
+            u = u_c.to(tl.float32)
+            dr = d_c.to(tl.float32) + bias
+            Bt = B_c.to(tl.float32)[None, :]
             dt = tl.where(mask_d, _softplus(dr), 0.0)
             tl.store(scr_base + j * N * BD + scr_off, h)
             h = tl.exp2(dt * A2) * h + (dt * u) * Bt
         tl.debug_barrier()
+        if PF:
+            p = _pos(i0 + nb - 1, L, H, W, rev, col)
+            dy_n = tl.load(dy_base + p * Di + offs_d, mask=mask_d, other=0.0)
+            C_n = tl.load(C_base + p * N + tl.arange(0, N))
         for jj in range(0, nb):
             j = nb - 1 - jj
             p = _pos(i0 + j, L, H, W, rev, col)
+            if PF:
+                dy, C_c = dy_n, C_n
+                pn = _pos(i0 + tl.maximum(j - 1, 0), L, H, W, rev, col)
+                dy_n = tl.load(dy_base + pn * Di + offs_d, mask=mask_d, other=0.0)
+                C_n = tl.load(C_base + pn * N + tl.arange(0, N))
             u = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             dr = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0).to(tl.float32) + bias
             Bt = tl.load(B_base + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
@@ -461,8 +487,10 @@ def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
             dtu = dt * u
             hpa = a * hp
             ht = hpa + dtu * Bt
-            dy = tl.load(dy_base + p * Di + offs_d, mask=mask_d, other=0.0)
-            C0 = tl.load(C_base + p * N + tl.arange(0, N)).to(tl.float32)[None, :]
+            if not PF:
+                dy = tl.load(dy_base + p * Di + offs_d, mask=mask_d, other=0.0)
+                C_c = tl.load(C_base + p * N + tl.arange(0, N))
+            C0 = C_c.to(tl.float32)[None, :]
             e = dy * C0
             dys = dy
             tl.store(dC_base + p * N + offs_n, tl.sum(dy * ht, axis=0, keep_dims=True))
@@ -496,14 +524,16 @@ def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
 # (32, 1) 7.6 ms, (16, 1) 13.3, (32, 2) 14.4, (64, 4) 18.0; ptxas gives (32, 1) 255 registers (8 warps per SM), so
 # the capped variants trade spills for occupancy; the tuner decides.
 # H100 (session 2): (32,1) 7.82 ms, (32,1,168) 7.32, (32,1,128) 9.47, (16,1,96) 10.94, (64,2) 9.57; 200 / 224 untried.
-SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 200), (32, 1, 224), (32, 1, 128), (16, 1, 96), (64, 2), (64, 4)]
+SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 200), (32, 1, 224), (32, 1, 128), (16, 1, 96), (64, 2), (64, 4),
+                    # 4th element PF = 1: each pass issues the next step's loads first (session 5; not yet timed)
+                    (32, 1, 0, 1), (32, 1, 168, 1), (32, 1, 200, 1), (16, 1, 0, 1)]
 _DEFAULT_SEQ_BWD3 = (32, 1, 168)
 
 
 def cross_scan_bwd_seq3_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h, w, BT=TRAIN_BT, config=None):
     """Channel-last backward with the v3 sequential kernel (same inputs / outputs as `cross_scan_bwd_cl`); `hck`
     holds the forward's checkpoints every BT steps in the (S, K, n_chunks, N, Di) format. `config` = (BD, num_warps)
-    or (BD, num_warps, maxnreg)."""
+    or (BD, num_warps, maxnreg (0: none)[, PF: 1 issues each pass's next loads first])."""
     dy_cl = dy_cl.contiguous().float()
     u_cl, delta_cl, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, D, delta_bias))
     S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
@@ -517,6 +547,7 @@ def cross_scan_bwd_seq3_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h
     def launch(cb):
         BD, nw = cb[:2]
         extra = {"maxnreg": cb[2]} if len(cb) > 2 and cb[2] else {}
+        pf = cb[3] if len(cb) > 3 else 0
         n_chunks = triton.cdiv(L, BT)
         n_dblk = triton.cdiv(Di, BD)
         scratch = v1._empty((S * K * n_dblk, BT, N, BD), dev)
@@ -524,8 +555,8 @@ def cross_scan_bwd_seq3_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h
                 v1._empty((S, G, K, n_dblk, L, N), dev), v1._empty((S, N, K * Di), dev), v1._empty((S, K * Di), dev),
                 v1._empty((S, K * Di), dev))
         _seq_bwd3_kernel[(n_dblk, K, S)](u_cl, delta_cl, At, Bt, Ct, D, delta_bias, dy_cl, hck, scratch, *bufs,
-                                         Di, L, h, w, G, n_chunks, n_dblk, N=N, BD=BD, BT=BT, num_warps=nw,
-                                         num_stages=1, **extra)
+                                         Di, L, h, w, G, n_chunks, n_dblk, N=N, BD=BD, BT=BT, PF=pf,
+                                         num_warps=nw, num_stages=1, **extra)
         return bufs
 
     if cfg is None:
@@ -533,7 +564,7 @@ def cross_scan_bwd_seq3_cl(u_cl, delta_cl, A, B, C, D, delta_bias, dy_cl, hck, h
             cfg = (8, 1)
         else:
             name = torch.cuda.get_device_name(dev)
-            key = f"v3seqbwd|S{S}|Di{Di}|L{L}|G{G}|N{N}|BT{BT}|{u_cl.dtype}|{delta_cl.dtype}|{name}"
+            key = f"v3seqbwd5|S{S}|Di{Di}|L{L}|G{G}|N{N}|BT{BT}|{u_cl.dtype}|{delta_cl.dtype}|{name}"
             cfg = v1._tune(key, SEQ_BWD3_CONFIGS, launch, _DEFAULT_SEQ_BWD3)
     du_s, ddelta, dB_p, dC_p, dAt_p, dD_p, db_p = launch(tuple(cfg))
     return (du_s.sum(1), ddelta, dAt_p.sum(0).t(), dB_p.sum(2).transpose(-1, -2), dC_p.sum(3).transpose(-1, -2),

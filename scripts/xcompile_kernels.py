@@ -70,6 +70,15 @@ def main() -> int:
                                   (128, 4, 0, False, 4), (64, 4, 0, True, 4), (64, 2, 1, False, 4), (64, 2, 2, False, 4)]:
         rows.append((f"scan fwd BD={BD} warps={nw} SEG={seg} SAVE={int(save)} PF={pf}", _seq_fwd_kernel, fwd_sig(),
                      dict(N=16, BD=BD, BT=8, SAVE=save, SEG=seg, PF=pf), nw))
+    from mambast_kernels.cross_scan_v2 import _seq_bwd3_kernel
+
+    bwd_names = ["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "dy_ptr", "hck_ptr", "scr_ptr",
+                 "du_ptr", "ddl_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "db_ptr",
+                 "Di", "L", "H", "W", "G", "n_chunks", "n_dblk"]
+    bwd_types = ["*bf16", "*bf16"] + ["*fp32"] * 15 + ["i32"] * 7
+    for BD, pf in [(32, 0), (32, 1), (16, 1)]:
+        rows.append((f"scan bwd BD={BD} warps=1 PF={pf}", _seq_bwd3_kernel, dict(zip(bwd_names, bwd_types)),
+                     dict(N=16, BD=BD, BT=8, PF=pf), 1))
     norm_sig = lambda out: {"x_ptr": "*fp32", "y_ptr": "*bf16", "r_ptr": "*fp32", "s_ptr": "*fp32",  # noqa: E731
                             "w_ptr": "*fp32", "b_ptr": "*fp32", "out_ptr": out, "C": "i32", "eps": "fp32"}
     rows.append(("norm residual C=512", _row_norm_kernel, norm_sig("*fp32"),

@@ -4,7 +4,8 @@
 # `.whl/av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl`.
 #   PART=1: the fused VSS-block kernels (kernels/residual_norm.py, kernels/dwconv_silu.py): GPU tests, graphs still
 #           bit-identical to eager (512² and 1080p, the video limit), kernel tests on CUDA, kernel rows (fused
-#           kernels; scan forward PF = 4 vs 1 at the encoder, one-content, training and 1080p shapes).
+#           kernels; scan forward PF = 4 vs 1 at the encoder, one-content, training and 1080p shapes; the backward's
+#           configs with and without PF = 1 at the training shape).
 #   PART=2: the engine as in session 4 (MAMBAST_FUSED_BLOCK=0 MAMBAST_SCAN2_PF=0), + fused block kernels, + the scan
 #           forward's loads issued 4 steps ahead (kernels/cross_scan_v2.py PF = 4; the default).
 #   PART=3: the video job after its pipeline change (pinned pair, no GPU wait on the main thread, CUDA graphs up to
@@ -25,7 +26,7 @@ if [ "${PART:-1}" = 1 ]; then
   timeout 150 python3 -m pytest -q tests/kernels/ 2>&1 | tail -3        # on CUDA: the PF = 4 scan, fused kernels
   timeout 60 python3 scripts/check_graphs.py --size 512x512 --batch 16 2>&1 | tail -2
   timeout 90 python3 scripts/check_graphs.py --size 1080x1920 --batch 4 2>&1 | tail -2
-  timeout 180 python3 kernels/bench.py --only "residual norm|dwconv silu|merge norm gate 512|v2 pf|v2 sweep enc512" --out $OUT/bench_rn.json > $OUT/bench_rn.log 2>&1
+  timeout 180 python3 kernels/bench.py --only "residual norm|dwconv silu|merge norm gate 512|v2 pf|v2 sweep enc512|v3seq sweep bwd" --out $OUT/bench_rn.json > $OUT/bench_rn.log 2>&1
   grep -A30 "^row " $OUT/bench_rn.log | cut -c1-170
 elif [ "$PART" = 2 ]; then
   # 0: session 4's engine (no fused block kernels, no PF = 4 scan); 1: + fused block kernels; 2: + PF = 4 (default)
