@@ -1,10 +1,10 @@
-"""Compile the Triton kernels for an H100 (sm_90a) on any machine, no GPU needed, and report registers and spills.
+"""Compile the Triton kernels for an H100 (sm_90a, or another arch) on any machine, no GPU needed; registers, spills.
 
 What a CPU-only session can check about a GPU kernel before it is ever run: that it compiles for Hopper with this
 Triton, how many registers a thread needs (occupancy), and whether anything spills. Uses the ptxas that ships in the
 Triton wheel (`ptxas-blackwell`, which accepts the PTX versions recent Triton emits). Timings still need a GPU.
 
-    python scripts/xcompile_kernels.py [--only scan|norm|conv]
+    python scripts/xcompile_kernels.py [--only scan|norm|conv] [--arch 90|80|89]
 """
 from __future__ import annotations
 
@@ -29,20 +29,20 @@ def _ptxas() -> str:
     raise SystemExit("no ptxas in the Triton wheel")
 
 
-def _compile(fn, sig: dict, constexprs: dict, num_warps: int) -> str:
-    """Registers / spills of one specialisation, as ptxas reports them for sm_90a."""
+def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90) -> str:
+    """Registers / spills of one specialisation, as ptxas reports them for sm_<arch> (sm_90a for Hopper)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     for name in constexprs:
         sig[name] = "constexpr"
-    k = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32),
+    k = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", arch, 32),
                        options={"num_warps": num_warps})
     with tempfile.TemporaryDirectory() as d:
         ptx = os.path.join(d, "k.ptx")
         Path(ptx).write_text(k.asm["ptx"])
-        r = subprocess.run([_ptxas(), "-arch=sm_90a", "-v", ptx, "-o", os.path.join(d, "k.cubin")],
+        r = subprocess.run([_ptxas(), f"-arch=sm_{arch}{'a' if arch == 90 else ''}", "-v", ptx, "-o", os.path.join(d, "k.cubin")],
                            capture_output=True, text=True)
     regs = re.search(r"Used (\d+) registers", r.stderr)
     spill = re.search(r"(\d+) bytes spill stores", r.stderr)
@@ -54,6 +54,7 @@ def _compile(fn, sig: dict, constexprs: dict, num_warps: int) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="substring of the row names to compile")
+    ap.add_argument("--arch", type=int, default=90, help="compute capability ×10: 90 (H100), 80 (A100), 89 (L4/4090)")
     a = ap.parse_args()
     import triton
 
@@ -88,11 +89,11 @@ def main() -> int:
     conv_sig = {"x_ptr": "*bf16", "w_ptr": "*fp32", "b_ptr": "*fp32", "out_ptr": "*bf16", "h": "i32", "w": "i32",
                 "Di": "i32", "sx_b": "i32", "sx_h": "i32", "sx_w": "i32"}
     rows.append(("conv dwconv+silu 32x64", _dwconv_silu_kernel, conv_sig, dict(BT=32, BD=64), 8))
-    print(f"triton {triton.__version__}, sm_90a, {_ptxas()}")
+    print(f"triton {triton.__version__}, sm_{a.arch}, {_ptxas()}")
     for name, fn, sig, consts, nw in rows:
         if a.only and a.only not in name:
             continue
-        print(f"  {name:50} {_compile(fn, dict(sig), dict(consts), nw)}", flush=True)
+        print(f"  {name:50} {_compile(fn, dict(sig), dict(consts), nw, a.arch)}", flush=True)
     return 0
 
 
