@@ -64,6 +64,8 @@ from mambast_cli.io import (
     upload_frames,
     write_atomic,
 )
+from mambast_cli.io import gpu_jpeg
+from mambast_cli.io.gpu_jpeg import decode_resize as gpu_decode_resize
 from mambast_cli.io.transfer import download_async, record_event, wait_event
 from mambast_cli.pipeline.plan import Event, Plan, Source
 
@@ -127,6 +129,8 @@ class Report:
         style_cache_hits: from the engine's stats.
         style_encodes: from the engine's stats.
         batch_sizes: how many engine calls had each batch size.
+        gpu_decoded, gpu_decode_fallbacks: JPEGs decoded on the GPU (`MAMBAST_GPU_DECODE=1`), and JPEGs of batches
+            that nvJPEG refused, decoded on the CPU instead.
         stages: seconds per stage: ``decode_wait`` (the calling thread waiting for a decode), ``engine_wait``
             (waiting for a free engine slot: the engine is the bottleneck), ``engine_busy`` (upload, model,
             download), ``write_wait`` (the engine thread waiting for the writers), ``decode_busy`` and
@@ -147,6 +151,8 @@ class Report:
     style_encodes: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
+    gpu_decoded: int = 0
+    gpu_decode_fallbacks: int = 0
 
     def add_time(self, stage: str, seconds: float) -> None:
         """Add to a stage's seconds (callers hold the runner's lock or are the only writer of that stage)."""
@@ -186,6 +192,8 @@ class Report:
             "style_encodes": self.style_encodes,
             "interrupted": self.interrupted,
             "stages_s": {k: round(v, 3) for k, v in sorted(self.stages.items())},
+            **({"gpu_decoded": self.gpu_decoded, "gpu_decode_fallbacks": self.gpu_decode_fallbacks}
+               if self.gpu_decoded or self.gpu_decode_fallbacks else {}),
         }
 
 
@@ -221,8 +229,8 @@ WRITE_BUDGET_BYTES = 512 * 1024 * 1024
 class _Item:
     ci: int
     styles: tuple[int, ...]
-    pixels: Any  # (H, W, 3) uint8 numpy array for a CUDA engine (converted there), else a (3, H, W) float tensor
-    t0: float
+    pixels: Any  # (H, W, 3) uint8 numpy array for a CUDA engine (converted there), a _Jpeg to decode on the GPU,
+    t0: float    # or (CPU engine) a (3, H, W) float tensor
 
 
 def _is_cuda(device: Any) -> bool:
@@ -231,9 +239,25 @@ def _is_cuda(device: Any) -> bool:
     return isinstance(device, torch.device) and device.type == "cuda"
 
 
+@dataclass
+class _Jpeg:
+    """A JPEG left undecoded for the GPU (`io.gpu_jpeg`): its bytes and the (H, W) it is processed at."""
+
+    data: bytes
+    hw: tuple[int, int]
+
+
 def _size(item: _Item) -> tuple[int, int]:
     p = item.pixels
+    if isinstance(p, _Jpeg):
+        return p.hw
     return (int(p.shape[0]), int(p.shape[1])) if isinstance(p, np.ndarray) else (int(p.shape[1]), int(p.shape[2]))
+
+
+def _bucket(item: _Item) -> tuple[int, int, bool]:
+    """Batches hold one size, and either only GPU-decoded JPEGs or only pictures decoded on the CPU."""
+    h, w = _size(item)
+    return h, w, isinstance(item.pixels, _Jpeg)
 
 
 def _to_uint8_hwc(out: Any, torch: Any) -> Any:
@@ -365,6 +389,8 @@ class _Runner:
         # On a CUDA engine pictures travel as uint8 and are converted on the GPU (`upload_frames`, `_download`); on the
         # CPU the decode and write threads convert them, in parallel, as float tensors. Same bytes either way.
         self.gpu_io = _is_cuda(getattr(engine, "device", None))
+        # Opt-in (MAMBAST_GPU_DECODE=1, torchvision installed): JPEGs travel as bytes and are decoded on the GPU.
+        self.gpu_jpeg = self.gpu_io and gpu_jpeg.enabled() and gpu_jpeg.available()
 
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, ev: Event) -> None:
@@ -425,7 +451,12 @@ class _Runner:
         t0 = time.perf_counter()
         src = self.plan.contents[ci]
         try:
-            img = load_image(source_bytes(src), name=src.display, size=self.opts.size,
+            data = source_bytes(src)
+            if self.gpu_jpeg and gpu_jpeg.is_jpeg(data):      # header only here; the engine thread decodes
+                hw = gpu_jpeg.processed_size(data, name=src.display, size=self.opts.size,
+                                             max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
+                return _Item(ci, styles, _Jpeg(data, hw), t0)
+            img = load_image(data, name=src.display, size=self.opts.size,
                              max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
             if self.gpu_io:
                 return _Item(ci, styles, np.asarray(img, dtype=np.uint8), t0)     # decode_image returns RGB
@@ -509,7 +540,7 @@ class _Runner:
                 return
         self._timed("engine_wait", t0)
         staged = None
-        if self.gpu_io:
+        if self.gpu_io and not isinstance(chunk[0].pixels, _Jpeg):
             # Stack the batch into pinned memory here, not on the engine thread: under GIL contention every
             # GIL hand-back of the copy costs the engine thread time (BENCHMARKS.md, session 4).
             t1 = time.perf_counter()
@@ -557,7 +588,11 @@ class _Runner:
             ready = None
             if self.gpu_io:
                 t0 = time.perf_counter()
-                if staged is not None:
+                if isinstance(chunk[0].pixels, _Jpeg):
+                    chunk, x = self._decode_on_gpu(chunk, si, size, torch)
+                    if not chunk:
+                        return
+                elif staged is not None:
                     x = frames_to_device(staged[0], self.engine.device)
                     self._pin_ready[staged[1]] = record_event(x)   # the buffer may be refilled after this
                 else:
@@ -599,6 +634,34 @@ class _Runner:
         with self.lock:
             self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
         self.submit_writes(chunk, out, si, ready)
+
+    def _decode_on_gpu(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> tuple[list[_Item], Any]:
+        """A batch of JPEG bytes → (B, 3, H, W) on the device (`io.gpu_jpeg`). If nvJPEG refuses the batch, its
+        pictures are decoded on the CPU instead (those that fail there are item errors, dropped from the batch).
+        Returns the batch that remains and its pixels."""
+        try:
+            x = gpu_decode_resize([it.pixels.data for it in chunk], size, self.engine.device)
+            with self.lock:
+                self.report.gpu_decoded += len(chunk)
+            return chunk, x
+        except self.oom_types:
+            raise
+        except Exception:
+            pass
+        kept, pictures = [], []
+        for it in chunk:
+            src = self.plan.contents[it.ci]
+            try:
+                img = load_image(it.pixels.data, name=src.display, size=self.opts.size, max_side=self.opts.max_side,
+                                 max_pixels=self.opts.max_pixels)
+            except MambastError as e:
+                self.item_error(it.ci, si, e)
+                continue
+            kept.append(it)
+            pictures.append(np.asarray(img, dtype=np.uint8))
+        with self.lock:
+            self.report.gpu_decode_fallbacks += len(chunk)
+        return kept, (upload_frames(pictures, self.engine.device) if kept else None)
 
     def _staging(self, n: int, first: Any) -> tuple[Any, int] | None:
         """A reusable pinned (n, H, W, 3) uint8 buffer for the next batch and its index (CUDA engines only, else
@@ -702,13 +765,13 @@ class _Runner:
         try:
             if self.plan.n_pending:
                 self.encode_styles()
-                buckets: dict[tuple[int, int], list[_Item]] = {}
+                buckets: dict[tuple[int, int, bool], list[_Item]] = {}
                 waiting = 0
                 for item in self.decoded(decoder):
-                    size = _size(item)
+                    size = _bucket(item)
                     buckets.setdefault(size, []).append(item)  # type: ignore[arg-type]
                     waiting += 1
-                    if len(buckets[size]) >= self.batch_for(size):  # type: ignore[arg-type]
+                    if len(buckets[size]) >= self.batch_for(size[:2]):  # type: ignore[arg-type]
                         waiting -= len(buckets[size])
                         self.process(buckets.pop(size))  # type: ignore[arg-type]
                     elif waiting > 2 * self._queue_size():  # many sizes: send the fullest bucket early

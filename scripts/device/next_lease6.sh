@@ -11,8 +11,9 @@
 #           forward's loads 4 steps ahead (the default). FS="0 1" then FS=2 if one call cannot hold all three.
 #   PART=4: the video job after its pipeline change (pinned pair, no GPU wait on the main thread, CUDA graphs up to
 #           1080p-class frames, YUV 4:2:0 made on the GPU): as is, MAMBAST_VIDEO_GPU_YUV=0, MAMBAST_CUDA_GRAPHS=0.
-#   PART=5: the host side alone (scripts/bench_host_pipeline.py), the image folder, 2 and 4 worker processes on the
-#           GPU (session 4's PART=13: workers stack with numpy).
+#   PART=5: the host side alone (scripts/bench_host_pipeline.py), the image folder, nvJPEG decoding (check_gpu_jpeg.py,
+#           then the folder with MAMBAST_GPU_DECODE=1).
+#   PART=6: 2 and 4 worker processes on the GPU (session 4's PART=13: workers stack with numpy).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -51,5 +52,9 @@ elif [ "$PART" = 5 ]; then
   # the host side alone (a null GPU: what 16 cores can decode, stack, encode and write), then the real folder
   timeout 120 python3 scripts/bench_host_pipeline.py --images 3000 2>&1 | tail -1
   folder folder6_512 512
+  # JPEGs decoded on the GPU by nvJPEG (torchvision is on the image): parity/speed check, then the folder with it
+  timeout 90 python3 scripts/check_gpu_jpeg.py 2>&1 | tail -14
+  export MAMBAST_GPU_DECODE=1; folder folder6_512_nvjpeg 512; unset MAMBAST_GPU_DECODE
+elif [ "$PART" = 6 ]; then
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2,4 --images 3000 --json-out $OUT/multi6.json 2>&1 | grep -v -i warn | tail -6
 fi

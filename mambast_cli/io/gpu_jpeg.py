@@ -1,0 +1,118 @@
+"""JPEG decoding on the GPU for the image pipeline: nvJPEG through torchvision (an optional extra), opt-in.
+
+Why: on the GPU host the decode threads cost ~2 ms of CPU per 512² JPEG and hand the GIL back and forth with the
+encode threads; nvJPEG decodes a batch on the GPU in a fraction of that (issue 5 quotes 0.13 vs 4.6 ms per 512²
+JPEG on an H100). The pipeline then reads only the file and its header on the CPU (`processed_size`) and the engine
+thread decodes and resizes the whole batch on the device (`decode_resize`).
+
+Pictures match the CPU path in size exactly (the header is read the way `decode_image` reads it, libjpeg's DCT
+scaling included), not in every pixel value: nvJPEG's IDCT and an antialiased bicubic resize on the GPU stand in
+for libjpeg and Pillow's Lanczos. A batch that nvJPEG refuses (CMYK, unusual sampling, a corrupt file) falls back
+to the CPU path for its pictures (the pipeline does that). Status: written without a GPU; off unless
+``MAMBAST_GPU_DECODE=1`` (docs/cli.md); `scripts/device/next_lease6.sh` measures it.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from mambast_cli.errors import InputError
+from mambast_cli.io.images import target_size
+
+__all__ = ["available", "decode_resize", "enabled", "is_jpeg", "processed_size"]
+
+_ORIENTATION = 0x0112
+
+
+def enabled() -> bool:
+    """Whether the user turned GPU decoding on (env ``MAMBAST_GPU_DECODE=1``)."""
+    return os.environ.get("MAMBAST_GPU_DECODE", "0") == "1"
+
+
+def available() -> bool:
+    """Whether torchvision with `decode_jpeg` is importable (it is the optional extra ``gpu-jpeg``)."""
+    try:
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except Exception:  # not installed, or built for another torch
+        return False
+    return True
+
+
+def is_jpeg(data: bytes) -> bool:
+    """JPEG by its first bytes (SOI marker followed by another marker)."""
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def processed_size(data: bytes, *, name: str = "<image>", size: int = 0, max_side: int = 0,
+                   max_pixels: int = 0) -> tuple[int, int]:
+    """The (height, width) the CPU path (`load_image`) would give this JPEG, from its header only.
+
+    Args:
+        data: the JPEG's bytes.
+        name: the source's name for error messages.
+        size: shorter side to process at (0 keeps the original size).
+        max_side: cap on the longer side (0: none).
+        max_pixels: decompression-bomb limit (0: none).
+
+    Returns:
+        (height, width) after orientation, DCT scaling and resizing.
+
+    Raises:
+        InputError: not a readable JPEG header, or over the pixel limit.
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"{name}: cannot read image header ({e})") from e
+    if max_pixels and w * h > max_pixels:
+        raise InputError(f"{name}: {w}×{h} = {w * h:,} pixels is over the limit of {max_pixels:,} "
+                         "(decompression-bomb guard)", hint="raise it with --max-pixels if you trust this file")
+    if w < 1 or h < 1:
+        raise InputError(f"{name}: image has no pixels ({w}×{h})")
+    if size or max_side:                      # what decode_image's draft() would do to the decoded size
+        tw, th = target_size(w, h, size=size, max_side=max_side)
+        if tw < w and th < h:
+            img.draft(None, (tw, th))          # header only: sets the DCT scale, decodes nothing
+            w, h = img.size
+    try:
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block: the CPU path ignores it too
+        orientation = 1
+    if orientation in (5, 6, 7, 8):           # transposed or rotated by 90°: width and height swap
+        w, h = h, w
+    tw, th = target_size(w, h, size=size, max_side=max_side)
+    return th, tw
+
+
+def decode_resize(datas: list[bytes], hw: tuple[int, int], device: Any) -> Any:
+    """Decode JPEGs on the GPU (nvJPEG), upright, and resize them to one size.
+
+    Args:
+        datas: the files' bytes.
+        hw: the (height, width) every picture is brought to (see `processed_size`).
+        device: a CUDA device.
+
+    Returns:
+        (B, 3, H, W) float32 in [0, 1] on the device, quantised to 8-bit steps like the CPU path's pictures.
+
+    Raises:
+        Exception: whatever torchvision raises for a batch it cannot decode (the caller falls back to the CPU).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    imgs = decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=True, device=device)
+    h, w = hw
+    out = torch.empty((len(imgs), 3, h, w), dtype=torch.float32, device=device)
+    for i, im in enumerate(imgs):
+        x = im.float()
+        if tuple(x.shape[-2:]) != (h, w):
+            x = F.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0]
+        out[i] = x.clamp_(0.0, 255.0).round_()
+    return out.div_(255.0)

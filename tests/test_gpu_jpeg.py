@@ -1,0 +1,140 @@
+"""JPEG decoding on the GPU (mambast_cli/io/gpu_jpeg.py) and the pipeline's path for it, on the CPU: the header-only
+size must equal the CPU decoder's, and the pipeline (forced onto its CUDA path) must carry JPEG bytes to the engine
+thread, decode them there with the stand-in decoder, fall back to the CPU for batches the decoder refuses, report
+broken files as item errors and keep other formats on the CPU path. The real nvJPEG call runs only on a GPU
+(scripts/device/next_lease6.sh)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mambast_cli.io import load_image
+from mambast_cli.io.gpu_jpeg import is_jpeg, processed_size
+from mambast_cli.pipeline import RunOptions, plan_jobs, run_plan
+from mambast_cli.pipeline import run as prun
+
+
+def _jpeg(w: int, h: int, orientation: int = 1, seed: int = 0) -> bytes:
+    img = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("w,h", [(1201, 901), (901, 1201), (640, 480), (100, 60), (2049, 33)])
+@pytest.mark.parametrize("orientation", [1, 6, 3, 8])
+@pytest.mark.parametrize("size,max_side", [(512, 2048), (0, 0), (256, 300)])
+def test_processed_size_equals_the_cpu_decoder(w: int, h: int, orientation: int, size: int, max_side: int) -> None:
+    data = _jpeg(w, h, orientation)
+    img = load_image(data, size=size, max_side=max_side)              # libjpeg DCT scaling, EXIF rotation, Lanczos
+    assert processed_size(data, size=size, max_side=max_side) == (img.size[1], img.size[0])
+
+
+def test_header_errors() -> None:
+    from mambast_cli.errors import InputError
+
+    assert is_jpeg(_jpeg(8, 8)) and not is_jpeg(b"\x89PNG\r\n")
+    with pytest.raises(InputError, match="header"):
+        processed_size(b"\xff\xd8\xff\x00garbage")
+    with pytest.raises(InputError, match="limit"):
+        processed_size(_jpeg(64, 64), max_pixels=100)
+
+
+class _Engine:
+    """A CUDA-like engine on the CPU (the pipeline is forced onto its CUDA path below): returns its input batch."""
+
+    device = torch.device("cpu")
+    stats: dict[str, int] = {}
+
+    def max_batch(self, h: int, w: int) -> int:
+        return 3
+
+    def encode_style(self, image: Any, *, key: str | None = None, style_size: int | None = None) -> object:
+        return object()
+
+    def stylize(self, x: Any, handle: Any, *, alpha: float = 1.0, preserve_color: bool = False,
+                on_device: bool = False) -> Any:
+        return x
+
+
+def _cpu_decode_stand_in(calls: list[int], fail: bool = False):
+    """Stands in for nvJPEG: the CPU decoder at the requested size (so outputs equal the CPU path's)."""
+    def decode(datas: list[bytes], hw: tuple[int, int], device: Any) -> Any:
+        calls.append(len(datas))
+        if fail:
+            raise RuntimeError("nvjpeg: unsupported")
+        pics = [np.asarray(load_image(d, size=512, max_side=0), dtype=np.uint8) for d in datas]
+        assert all(p.shape[:2] == hw for p in pics)
+        return torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2).float().div(255.0)
+    return decode
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_pipeline_decodes_jpegs_on_the_engine_thread(tmp_path: Path, make_image: Any, monkeypatch, fail: bool) -> None:
+    for i, (w, h) in enumerate([(600, 520), (600, 520), (520, 600), (600, 520)]):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"p{i}.jpg").write_bytes(_jpeg(w, h, seed=i))
+    make_image("in/q.png", size=(530, 512))                                  # not a JPEG: the CPU path
+    good = (tmp_path / "in" / "p0.jpg").read_bytes()
+    (tmp_path / "in" / "broken.jpg").write_bytes(good[: len(good) // 3])     # header fine, data cut
+    s = make_image("style.png")
+    monkeypatch.setattr(prun, "_is_cuda", lambda d: True)
+    monkeypatch.setattr(prun, "_pinned_empty", lambda n: torch.empty(n, dtype=torch.uint8))
+    opts = RunOptions(size=512, max_side=0, decode_workers=2, write_workers=2, fsync=False)
+    outs = {}
+    for mode in ("cpu", "gpu"):
+        calls: list[int] = []
+        if mode == "gpu":
+            monkeypatch.setenv("MAMBAST_GPU_DECODE", "1")
+            monkeypatch.setattr(prun.gpu_jpeg, "available", lambda: True)
+            monkeypatch.setattr(prun, "gpu_decode_resize", _cpu_decode_stand_in(calls, fail))
+        out = tmp_path / f"out_{mode}"
+        report = run_plan(plan_jobs([str(tmp_path / "in")], [str(s)], out, fmt="png"), _Engine(), opts)
+        outs[mode] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
+        assert report.ok == 5 and report.failed == 1                         # broken.jpg: an item error either way
+        assert "broken" in report.errors[0].input
+        if mode == "gpu":
+            jpeg_batches = sorted(calls)
+            if fail:     # every JPEG batch refused, decoded on the CPU instead; the broken file fails there
+                assert report.gpu_decoded == 0 and report.gpu_decode_fallbacks == 5
+            else:        # buckets by size: 600×520 ×3 plus broken (same header size), 520×600 ×1
+                assert jpeg_batches[-1] == 3 and report.gpu_decoded + report.gpu_decode_fallbacks == 5
+            assert report.to_dict()["gpu_decode_fallbacks"] == report.gpu_decode_fallbacks
+    assert outs["gpu"] == outs["cpu"] and len(outs["cpu"]) == 5
+
+
+def test_decode_resize_glue_with_a_stand_in_torchvision(monkeypatch) -> None:
+    """`decode_resize`'s own code around torchvision's decode_jpeg (the call's arguments, the resize to one size, the
+    8-bit quantisation), with torchvision.io replaced by a Pillow stand-in that returns (3, H, W) uint8 pictures."""
+    import sys
+    import types
+
+    from mambast_cli.io.gpu_jpeg import decode_resize
+
+    seen: dict[str, Any] = {}
+
+    def decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
+        seen.update(n=len(tensors), mode=mode, exif=apply_exif_orientation, device=device)
+        return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
+                for t in tensors]
+
+    fake = types.ModuleType("torchvision.io")
+    fake.decode_jpeg = decode_jpeg                       # type: ignore[attr-defined]
+    fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    datas = [_jpeg(64, 48, seed=1), _jpeg(32, 24, seed=2)]
+    x = decode_resize(datas, (48, 64), torch.device("cpu"))
+    assert seen == {"n": 2, "mode": "RGB", "exif": True, "device": torch.device("cpu")}
+    assert x.shape == (2, 3, 48, 64) and x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert torch.equal((x * 255).round(), x * 255) or torch.allclose((x * 255).round(), x * 255, atol=1e-4)
+    direct = torch.from_numpy(np.asarray(Image.open(io.BytesIO(datas[0])).convert("RGB"))).permute(2, 0, 1).float()
+    assert torch.allclose(x[0] * 255, direct, atol=1e-3)                    # the right size already: not resampled
