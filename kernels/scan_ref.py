@@ -64,7 +64,7 @@ def cross_scan_ref(
     h: int,
     w: int,
     delta_softplus: bool = True,
-    chunk: int = 64,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """4-direction selective scan with G readouts per recurrence, directions merged in grid order.
 
@@ -78,13 +78,16 @@ def cross_scan_ref(
         delta_bias: (K*Di,)      added to delta before the softplus.
         h, w:  the token grid.
         delta_softplus: apply softplus to delta + bias (always True in Mamba-ST).
-        chunk: steps per vectorised chunk (only a speed/memory knob).
+        chunk: steps per vectorised chunk (only a speed/memory knob; the result does not depend on it). Default
+            16 // S (at least 4): a chunk's (S, K, Di, T, N) tensors then stay small enough for the CPU's caches,
+            which made the CPU engine 1.5–1.7× faster than chunks of 64 (BENCHMARKS.md, session 5).
 
     Returns:
         y: (S, G, Di, L) in fp32 (fp64 if any input is fp64), grid order, the four directions summed.
     """
     S, Di, L, G, N = check_shapes(u, delta, A, B, C, D, delta_bias, h, w)
     K = K_DIRECTIONS
+    chunk = chunk or max(4, 16 // max(1, S))
 
     ct = torch.float64 if any(x.dtype == torch.float64 for x in (u, delta, A, B, C, D, delta_bias)) else torch.float32
     idx = direction_indices(h, w, u.device)                       # (K, L)

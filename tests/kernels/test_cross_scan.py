@@ -341,3 +341,10 @@ def test_v2_bwd_selection(monkeypatch):
     monkeypatch.setenv("MAMBAST_SCAN_BWD", "v2")
     with pytest.raises(ValueError):
         cs2.bwd_impl()
+
+
+def test_reference_chunking_does_not_change_the_result():
+    """The reference's chunk size (a CPU speed knob, default 16 // S) gives the same bytes for any value."""
+    xs = _inputs(2, 8, 4, 3, 5, 7)
+    ys = [cross_scan_ref(*xs, 5, 7, chunk=c) for c in (None, 1, 4, 64)]
+    assert all(torch.equal(ys[0], y) for y in ys[1:])
