@@ -21,20 +21,22 @@ class _Event:
 def test_pinned_pair_alternates_grows_and_waits() -> None:
     allocs: list[int] = []
     pair = PinnedPair(allocate=lambda n: allocs.append(n) or torch.empty(n, dtype=torch.uint8))
-    a = pair.take((2, 4, 4, 3))
+    a, sa = pair.take((2, 4, 4, 3))
     a.fill_(1)
     ev_a = _Event(polls=3)
-    pair.uploaded(ev_a)
-    b = pair.take((2, 4, 4, 3))
-    assert b.data_ptr() != a.data_ptr() and ev_a.queried == 0     # the other buffer: nothing to wait for
-    pair.uploaded(None)
-    a2 = pair.take((1, 4, 4, 3))                                  # back to the first: waits for its upload
-    assert ev_a.queried == 4 and a2.data_ptr() == a.data_ptr() and a2.shape == (1, 4, 4, 3)
-    pair.uploaded(None)
+    b, sb = pair.take((2, 4, 4, 3))
+    pair.uploaded(sa, ev_a)                                        # recorded after the next buffer was taken
+    assert b.data_ptr() != a.data_ptr() and sb != sa and ev_a.queried == 0   # the other buffer: nothing to wait for
+    pair.uploaded(sb, None)
+    a2, s2 = pair.take((1, 4, 4, 3))                               # back to the first: waits for its upload
+    assert ev_a.queried == 4 and a2.data_ptr() == a.data_ptr() and a2.shape == (1, 4, 4, 3) and s2 == sa
     pair.take((2, 4, 4, 3))
-    pair.uploaded(None)
-    big = pair.take((3, 4, 4, 3))                                 # grown: a new allocation for that buffer only
+    big, _ = pair.take((3, 4, 4, 3))                               # grown: a new allocation for that buffer only
     assert big.shape == (3, 4, 4, 3) and allocs == [96, 96, 144]
+
+
+def test_pinned_pair_without_memory_gives_none() -> None:
+    assert PinnedPair(allocate=lambda n: None).take((1, 2, 2, 3)) is None
 
 
 def test_cpu_tensors_need_no_events() -> None:

@@ -69,33 +69,35 @@ class PinnedPair:
     """Two pinned uint8 upload buffers used in turn, each grown to the largest batch asked for.
 
     While the GPU copies batch k from one buffer, the caller fills the other with batch k+1. Before handing out a
-    buffer again, `take` waits for the upload that last read it (the event given to `uploaded`), so the caller may
-    refill it without synchronising the device.
+    buffer again, `take` waits for the upload that last read it (the event given to `uploaded` for that slot), so
+    the caller may refill it without synchronising the device. The slot is explicit because the event may be
+    recorded on another thread after the next buffer has been taken (the image pipeline's engine thread).
 
     Example:
         >>> pair = PinnedPair()                                           # doctest: +SKIP
-        >>> host = pair.take((16, 1080, 1920, 3))   # waits for the upload that used this buffer two turns ago
+        >>> host, slot = pair.take((16, 1080, 1920, 3))   # waits for the upload that used this slot two turns ago
         >>> torch.stack(frames, out=host); x = host.to("cuda", non_blocking=True)
-        >>> pair.uploaded(record_event(x))
+        >>> pair.uploaded(slot, record_event(x))
     """
 
     def __init__(self, allocate: Any = None) -> None:
         """Args:
-            allocate: ``allocate(nbytes) -> flat uint8 tensor`` (default: pinned memory; tests pass plain memory).
+            allocate: ``allocate(nbytes) -> flat uint8 tensor or None`` (default: pinned memory where CUDA is, else
+                plain memory; tests pass plain memory; None means no buffer can be had, see `take`).
         """
         self._allocate = allocate or _pinned_empty
         self._bufs: list[Any] = [None, None]
         self._ready: list[Any] = [None, None]
         self._turn = 1
 
-    def take(self, shape: tuple[int, ...]) -> Any:
-        """The next buffer, viewed as a uint8 tensor of `shape` (its contents are undefined).
+    def take(self, shape: tuple[int, ...]) -> tuple[Any, int] | None:
+        """The next buffer, viewed as a uint8 tensor of `shape` (its contents are undefined), and its slot.
 
         Args:
             shape: the batch's shape, e.g. (B, H, W, 3).
 
         Returns:
-            A uint8 tensor of that shape.
+            ``(tensor, slot)``, or None when `allocate` could not provide the memory.
         """
         nbytes = 1
         for d in shape:
@@ -106,15 +108,18 @@ class PinnedPair:
         if self._bufs[k] is None or self._bufs[k].numel() < nbytes:
             self._bufs[k] = None                    # free the old one before pinning a bigger one
             self._bufs[k] = self._allocate(nbytes)
-        return self._bufs[k][:nbytes].view(*shape)
+            if self._bufs[k] is None:
+                return None
+        return self._bufs[k][:nbytes].view(*shape), k
 
-    def uploaded(self, event: Any) -> None:
-        """Record the event after which the GPU no longer reads the buffer last taken.
+    def uploaded(self, slot: int, event: Any) -> None:
+        """Record the event after which the GPU no longer reads the buffer of `slot`.
 
         Args:
+            slot: from `take`.
             event: from :func:`record_event` (None: nothing to wait for).
         """
-        self._ready[self._turn] = event
+        self._ready[slot] = event
 
 
 def _pinned_empty(nbytes: int) -> Any:

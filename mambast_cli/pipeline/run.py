@@ -17,7 +17,7 @@ Data flow and invariants:
   run in plan order. Each style is decoded once and encoded once per run; a style that fails fails only its own
   items.
 - On a CUDA engine (BENCHMARKS.md, session 4, says why each step is there): the calling thread stacks each batch
-  into one of two pinned buffers used in turn (`_staging`; a buffer is refilled only after the GPU has copied it);
+  into one of two pinned buffers used in turn (`io.transfer.PinnedPair`; a buffer is refilled only after the GPU has copied it);
   the engine thread only queues work: the copy in, the model, the uint8 conversion and the copy back into pinned
   memory, and never waits for the GPU; one dispatcher thread waits for each batch's copy back (a CUDA event) and
   hands its pictures to the writers. Python's GIL is the bottleneck of this design, so the threads that feed the
@@ -66,7 +66,7 @@ from mambast_cli.io import (
 )
 from mambast_cli.io import gpu_jpeg
 from mambast_cli.io.gpu_jpeg import decode_resize as gpu_decode_resize
-from mambast_cli.io.transfer import download_async, record_event, wait_event
+from mambast_cli.io.transfer import PinnedPair, download_async, record_event, wait_event
 from mambast_cli.pipeline.plan import Event, Plan, Source
 
 EventCallback = Callable[[Event], None]
@@ -380,9 +380,9 @@ class _Runner:
         self.caps: dict[tuple[int, int], int] = {}
         self.cleaned_dirs: set[str] = set()
         self.write_budget = _BytesBudget(WRITE_BUDGET_BYTES)
-        self._pins: list[Any] = [None, None]                # pinned upload staging (`_staging`), used in turn
-        self._pin_ready: list[Any] = [None, None]           # CUDA event: that buffer's copy to the GPU is done
-        self._pin_turn = 1
+        # pinned upload staging (CUDA engines), see `_submit_chunk`; `_pinned_empty` is looked up at each call, so
+        # tests can stand plain memory in for pinned memory
+        self._pins = PinnedPair(allocate=lambda n: _pinned_empty(n))
         self.engine_slots = threading.BoundedSemaphore(2)   # batches queued or running on the engine thread
         self.engine_pool: ThreadPoolExecutor | None = None  # created in run()
         self.oom_types = _out_of_memory_types()
@@ -543,8 +543,11 @@ class _Runner:
         if self.gpu_io and not isinstance(chunk[0].pixels, _Jpeg):
             # Stack the batch into pinned memory here, not on the engine thread: under GIL contention every
             # GIL hand-back of the copy costs the engine thread time (BENCHMARKS.md, session 4).
+            # Two buffers in turn: this thread refills one only after taking an engine slot, so the batch that used it
+            # two turns ago has been handed to the GPU; `take` waits for that batch's copy (the event `_run_chunk`
+            # recorded for the slot), since the engine thread does not wait for the GPU. None: no pinned memory.
             t1 = time.perf_counter()
-            staged = self._staging(len(chunk), chunk[0].pixels)
+            staged = self._pins.take((len(chunk), *chunk[0].pixels.shape))
             if staged is not None:
                 # torch.stack is one C++ call (one GIL hand-back, copies on the intra-op threads); np.stack hands the
                 # GIL back once per picture and waited for it 64 times a batch (3.3 ms per 512² picture measured)
@@ -594,7 +597,7 @@ class _Runner:
                         return
                 elif staged is not None:
                     x = frames_to_device(staged[0], self.engine.device)
-                    self._pin_ready[staged[1]] = record_event(x)   # the buffer may be refilled after this
+                    self._pins.uploaded(staged[1], record_event(x))   # the buffer may be refilled after this
                 else:
                     x = upload_frames([it.pixels for it in chunk], self.engine.device)
                 t1 = time.perf_counter()
@@ -662,25 +665,6 @@ class _Runner:
         with self.lock:
             self.report.gpu_decode_fallbacks += len(chunk)
         return kept, (upload_frames(pictures, self.engine.device) if kept else None)
-
-    def _staging(self, n: int, first: Any) -> tuple[Any, int] | None:
-        """A reusable pinned (n, H, W, 3) uint8 buffer for the next batch and its index (CUDA engines only, else
-        None).
-
-        Two flat buffers, used in turn, each grown to the largest batch. The calling thread fills buffer k only after
-        taking an engine slot, so the batch that used it two turns ago has been handed to the GPU; before refilling,
-        it waits for that batch's copy to the GPU (the event `_run_chunk` recorded), since the engine thread does not
-        wait for the GPU."""
-        nbytes = n * int(np.prod(first.shape))
-        k = self._pin_turn = 1 - self._pin_turn
-        _wait_event(self._pin_ready[k])
-        self._pin_ready[k] = None
-        if self._pins[k] is None or self._pins[k].numel() < nbytes:
-            self._pins[k] = None
-            self._pins[k] = _pinned_empty(nbytes)
-            if self._pins[k] is None:
-                return None
-        return self._pins[k][:nbytes].view(n, *first.shape), k
 
     # -- writing ----------------------------------------------------------------------------------------------
     def submit_writes(self, chunk: list[_Item], out: Any, si: int, ready: Any = None) -> None:

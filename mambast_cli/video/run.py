@@ -415,11 +415,11 @@ def process_video(
                 return
             t0 = time.perf_counter()
             with torch.inference_mode():
-                host = staging.take((len(buf), *buf[0].image.shape))
+                host, slot = staging.take((len(buf), *buf[0].image.shape))
                 # one C++ call that copies without the GIL (np.stack would hand it back once per frame)
                 torch.stack([torch.from_numpy(f.image) for f in buf], out=host)
                 x = frames_to_device(host, dev)
-                staging.uploaded(record_event(x))
+                staging.uploaded(slot, record_event(x))
                 y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color, on_device=True)
                 if smoother is not None:
                     y = smoother(x, y)
