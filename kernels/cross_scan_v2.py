@@ -54,6 +54,19 @@ def _pos(i, L, H, W, rev, col):
 
 
 @triton.jit
+def _step_loads(i, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0, offs_d, mask_d, offs_n,
+                N: tl.constexpr):
+    # the loads of step i (clamped to the last step: past the end they are harmless re-reads, never used):
+    # its grid position, u and delta (BD channels), B_t and the first readout's C_t (N states)
+    p = _pos(tl.minimum(i, L - 1), L, H, W, rev, col)
+    u = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
+    d = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
+    Bt = tl.load(B_base + p * N + offs_n)
+    Ct = tl.load(C_base + (p * G + g0) * N + offs_n)
+    return p, u, d, Bt, Ct
+
+
+@triton.jit
 def _fwd_step(h, sdt, u_raw, d_raw, B_raw, C_raw, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
               hck_base, hck_off, stride_yg, Di, G, g0, g1, N: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr,
               SEG: tl.constexpr):
@@ -132,85 +145,48 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
         h = tl.zeros((BD, N), dtype=tl.float32)
     sdt = tl.zeros((BD,), dtype=tl.float32)
     if PF == 1:
-        # prologue: loads of the segment's first step
-        p = _pos(i0, L, H, W, rev, col)
-        u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
-        d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
-        B_n = tl.load(B_base + p * N + offs_n)
-        C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
+        p, u_n, d_n, B_n, C_n = _step_loads(i0, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                            offs_d, mask_d, offs_n, N)
         for i in range(i0, i1):
-            pc = p
-            u, dr, Bt, C0 = u_n, d_n, B_n, C_n
-            # issue the next step's loads before this step's arithmetic (clamped at the end: a harmless re-read)
-            p = _pos(tl.minimum(i + 1, L - 1), L, H, W, rev, col)
-            u_n = tl.load(u_base + p * Di + offs_d, mask=mask_d, other=0.0)
-            d_n = tl.load(dl_base + p * Di + offs_d, mask=mask_d, other=0.0)
-            B_n = tl.load(B_base + p * N + offs_n)
-            C_n = tl.load(C_base + (p * G + g0) * N + offs_n)
+            pc, u, dr, Bt, C0 = p, u_n, d_n, B_n, C_n
+            # issue the next step's loads before this step's arithmetic
+            p, u_n, d_n, B_n, C_n = _step_loads(i + 1, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G,
+                                                g0, offs_d, mask_d, offs_n, N)
             h, sdt = _fwd_step(h, sdt, u, dr, Bt, C0, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
                                hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
     else:
         tl.static_assert(PF == 4, "prefetch depth PF must be 1 or 4")
-        # slot q holds the loads of step i + q; steps past the segment's end are clamped re-reads, never used
-        p0 = _pos(tl.minimum(i0, L - 1), L, H, W, rev, col)
-        p1 = _pos(tl.minimum(i0 + 1, L - 1), L, H, W, rev, col)
-        p2 = _pos(tl.minimum(i0 + 2, L - 1), L, H, W, rev, col)
-        p3 = _pos(tl.minimum(i0 + 3, L - 1), L, H, W, rev, col)
-        u0 = tl.load(u_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
-        d0 = tl.load(dl_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
-        B0 = tl.load(B_base + p0 * N + offs_n)
-        C0 = tl.load(C_base + (p0 * G + g0) * N + offs_n)
-        u1 = tl.load(u_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
-        d1 = tl.load(dl_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
-        B1 = tl.load(B_base + p1 * N + offs_n)
-        C1 = tl.load(C_base + (p1 * G + g0) * N + offs_n)
-        u2 = tl.load(u_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
-        d2 = tl.load(dl_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
-        B2 = tl.load(B_base + p2 * N + offs_n)
-        C2 = tl.load(C_base + (p2 * G + g0) * N + offs_n)
-        u3 = tl.load(u_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
-        d3 = tl.load(dl_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
-        B3 = tl.load(B_base + p3 * N + offs_n)
-        C3 = tl.load(C_base + (p3 * G + g0) * N + offs_n)
+        # slot q holds the loads of step i + q; each slot is refilled with the step 4 later right after it is read
+        p0, u0, d0, B0, C0 = _step_loads(i0, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                         offs_d, mask_d, offs_n, N)
+        p1, u1, d1, B1, C1 = _step_loads(i0 + 1, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                         offs_d, mask_d, offs_n, N)
+        p2, u2, d2, B2, C2 = _step_loads(i0 + 2, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                         offs_d, mask_d, offs_n, N)
+        p3, u3, d3, B3, C3 = _step_loads(i0 + 3, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                         offs_d, mask_d, offs_n, N)
         for i in range(i0, i1, 4):
-            # step i (always inside the segment): read slot 0, refill it with step i + 4, then compute
-            pc = p0
-            u, dr, Bt, Cr = u0, d0, B0, C0
-            p0 = _pos(tl.minimum(i + 4, L - 1), L, H, W, rev, col)
-            u0 = tl.load(u_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
-            d0 = tl.load(dl_base + p0 * Di + offs_d, mask=mask_d, other=0.0)
-            B0 = tl.load(B_base + p0 * N + offs_n)
-            C0 = tl.load(C_base + (p0 * G + g0) * N + offs_n)
+            # step i is always inside the segment; steps i + 1 .. i + 3 are skipped past its end
+            pc, u, dr, Bt, Cr = p0, u0, d0, B0, C0
+            p0, u0, d0, B0, C0 = _step_loads(i + 4, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                             offs_d, mask_d, offs_n, N)
             h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
                                hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
-            # steps i + 1 .. i + 3: the same with slots 1 .. 3, skipped past the segment's end
-            pc = p1
-            u, dr, Bt, Cr = u1, d1, B1, C1
-            p1 = _pos(tl.minimum(i + 5, L - 1), L, H, W, rev, col)
-            u1 = tl.load(u_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
-            d1 = tl.load(dl_base + p1 * Di + offs_d, mask=mask_d, other=0.0)
-            B1 = tl.load(B_base + p1 * N + offs_n)
-            C1 = tl.load(C_base + (p1 * G + g0) * N + offs_n)
+            pc, u, dr, Bt, Cr = p1, u1, d1, B1, C1
+            p1, u1, d1, B1, C1 = _step_loads(i + 5, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                             offs_d, mask_d, offs_n, N)
             if i + 1 < i1:
                 h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 1, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
                                    C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
-            pc = p2
-            u, dr, Bt, Cr = u2, d2, B2, C2
-            p2 = _pos(tl.minimum(i + 6, L - 1), L, H, W, rev, col)
-            u2 = tl.load(u_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
-            d2 = tl.load(dl_base + p2 * Di + offs_d, mask=mask_d, other=0.0)
-            B2 = tl.load(B_base + p2 * N + offs_n)
-            C2 = tl.load(C_base + (p2 * G + g0) * N + offs_n)
+            pc, u, dr, Bt, Cr = p2, u2, d2, B2, C2
+            p2, u2, d2, B2, C2 = _step_loads(i + 6, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                             offs_d, mask_d, offs_n, N)
             if i + 2 < i1:
                 h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 2, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
                                    C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
-            pc = p3
-            u, dr, Bt, Cr = u3, d3, B3, C3
-            p3 = _pos(tl.minimum(i + 7, L - 1), L, H, W, rev, col)
-            u3 = tl.load(u_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
-            d3 = tl.load(dl_base + p3 * Di + offs_d, mask=mask_d, other=0.0)
-            B3 = tl.load(B_base + p3 * N + offs_n)
-            C3 = tl.load(C_base + (p3 * G + g0) * N + offs_n)
+            pc, u, dr, Bt, Cr = p3, u3, d3, B3, C3
+            p3, u3, d3, B3, C3 = _step_loads(i + 7, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
+                                             offs_d, mask_d, offs_n, N)
             if i + 3 < i1:
                 h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 3, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
                                    C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
