@@ -105,9 +105,13 @@ def block_norm(x: torch.Tensor, ln: torch.nn.LayerNorm) -> torch.Tensor:
         return ln(x)
     from .residual_norm import norm_cast
 
+    return norm_cast(x, ln.weight, ln.bias, ln.eps, _matmul_dtype(x))
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul or convolution on x would compute in: autocast's when it is on for x's device."""
     dev = x.device.type
-    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-    return norm_cast(x, ln.weight, ln.bias, ln.eps, out_dtype)
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
 
 def block_residual(x: torch.Tensor, y: torch.Tensor, skip: torch.Tensor, ln: torch.nn.LayerNorm,
@@ -125,16 +129,12 @@ def conv_silu(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """SS2D's SiLU(depthwise conv(x)): x (B, h, w, Di) channel-last (may be strided) -> (B, h*w, Di). Fused path
     (`dwconv_silu.py`, one pass, result in the autocast dtype when autocast is on) for inference on the Triton backend
     with a 3×3, padding 1 convolution; env MAMBAST_FUSED_CONV=0 turns it off."""
-    Bsz, h, w, Di = x.shape
     if (_fuse_block(x) and os.environ.get("MAMBAST_FUSED_CONV", "1") != "0" and conv.kernel_size == (3, 3)
-            and conv.padding == (1, 1) and conv.groups == Di and conv.bias is not None):
+            and conv.padding == (1, 1) and conv.groups == x.shape[-1] and conv.bias is not None):
         from .dwconv_silu import dwconv_silu, fits
 
-        if not fits(x):
-            return _conv_silu_torch(x, conv)
-        dev = x.device.type
-        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-        return dwconv_silu(x, conv.weight, conv.bias, out_dtype=out_dtype)
+        if fits(x):
+            return dwconv_silu(x, conv.weight, conv.bias, out_dtype=_matmul_dtype(x))
     return _conv_silu_torch(x, conv)
 
 

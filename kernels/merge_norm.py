@@ -37,6 +37,18 @@ def merge_norm_gate_ref(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tens
 
 
 @triton.jit
+def _layer_norm_row(t, mask, w_ptr, b_ptr, offs, C, eps):
+    # LayerNorm of one row t (fp32, masked lanes hold 0) over its C valid values: statistics in fp32, then the affine
+    # weight and bias (shared with residual_norm.py)
+    mean = tl.sum(t, axis=0) / C
+    d = tl.where(mask, t - mean, 0.0)
+    var = tl.sum(d * d, axis=0) / C
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return d * tl.rsqrt(var + eps) * w + b
+
+
+@triton.jit
 def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
                             L, Di, z_stride_row, eps,
                             K: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -50,12 +62,7 @@ def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
     y = tl.load(base + offs, mask=mask, other=0.0)
     for k in tl.static_range(1, K):              # fixed order: deterministic
         y += tl.load(base + k * LD + offs, mask=mask, other=0.0)
-    mean = tl.sum(y, axis=0) / Di
-    d = tl.where(mask, y - mean, 0.0)
-    var = tl.sum(d * d, axis=0) / Di
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    yn = d * tl.rsqrt(var + eps) * w + b
+    yn = _layer_norm_row(y, mask, w_ptr, b_ptr, offs, Di, eps)
     zz = tl.load(z_ptr + row * z_stride_row + offs, mask=mask, other=0.0).to(tl.float32)
     out = yn * (zz / (1.0 + tl.exp(-zz)))
     tl.store(out_ptr + row * Di + offs, out.to(out_ptr.dtype.element_ty), mask=mask)

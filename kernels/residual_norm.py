@@ -25,6 +25,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from .merge_norm import _layer_norm_row
+
 
 def norm_cast_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                   out_dtype: torch.dtype) -> torch.Tensor:
@@ -53,12 +55,7 @@ def _row_norm_kernel(x_ptr, y_ptr, r_ptr, s_ptr, w_ptr, b_ptr, out_ptr, C, eps,
         t = s * x + y
     else:
         t = x
-    mean = tl.sum(t, axis=0) / C
-    d = tl.where(mask, t - mean, 0.0)
-    var = tl.sum(d * d, axis=0) / C
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    out = d * tl.rsqrt(var + eps) * w + b
+    out = _layer_norm_row(t, mask, w_ptr, b_ptr, offs, C, eps)
     if RESIDUAL:
         if SEPARATE_RES:
             out += tl.load(r_ptr + row * C + offs, mask=mask, other=0.0).to(tl.float32)
