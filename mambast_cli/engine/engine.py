@@ -424,11 +424,15 @@ class Engine:
         """
         if self._graphs is None:
             return 0
-        gh, gw = self.model.token_grid(h, w)
-        px = gh * gw * self.geometry.scale ** 2
+        px = self._output_pixels(h, w)
         if px > self.graph_max_pixels:
             return 0
         return max(1, self._render_budget() // px)
+
+    def _output_pixels(self, h: int, w: int) -> int:
+        """Pixels the CNN decoder renders for one h×w content (its padded token grid, upsampled)."""
+        gh, gw = self.model.token_grid(h, w)
+        return gh * gw * self.geometry.scale ** 2
 
     # ------------------------------------------------------------------------------------------------------------
     # style side
@@ -606,11 +610,10 @@ class Engine:
         if self._graphs is None:
             return None
         B, _, H, W = x.shape
-        grid = self.model.token_grid(H, W)
-        px = grid[0] * grid[1] * self.geometry.scale ** 2        # output pixels per picture (padded grid)
+        px = self._output_pixels(H, W)
         if px > self.graph_max_pixels or B * px > render_pixels:
             return None
-        return self._graphs(x, self._layout(style, grid))
+        return self._graphs(x, self._layout(style, self.model.token_grid(H, W)))
 
     def _graph_forward(self, x: torch.Tensor, ss: StyleState) -> torch.Tensor:
         """What a graph captures: encode the contents, decode with the laid-out style, render (no tiling)."""

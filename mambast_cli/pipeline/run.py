@@ -456,8 +456,7 @@ class _Runner:
                 hw = gpu_jpeg.processed_size(data, name=src.display, size=self.opts.size,
                                              max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
                 return _Item(ci, styles, _Jpeg(data, hw), t0)
-            img = load_image(data, name=src.display, size=self.opts.size,
-                             max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
+            img = self._load(data, src)
             if self.gpu_io:
                 return _Item(ci, styles, np.asarray(img, dtype=np.uint8), t0)     # decode_image returns RGB
             return _Item(ci, styles, image_to_tensor(img), t0)
@@ -465,6 +464,11 @@ class _Runner:
             return e
         finally:
             self._timed("decode_busy", t0)
+
+    def _load(self, data: bytes, src: Source) -> Any:
+        """Decode and resize one picture on the CPU at the run's processing size (raises InputError)."""
+        return load_image(data, name=src.display, size=self.opts.size, max_side=self.opts.max_side,
+                          max_pixels=self.opts.max_pixels)
 
     def _fail_run(self, e: BaseException) -> None:
         """Stop the run; the first such error is re-raised by `run` in the calling thread."""
@@ -592,7 +596,7 @@ class _Runner:
             if self.gpu_io:
                 t0 = time.perf_counter()
                 if isinstance(chunk[0].pixels, _Jpeg):
-                    chunk, x = self._decode_on_gpu(chunk, si, size, torch)
+                    chunk, x = self._decode_on_gpu(chunk, si, size)
                     if not chunk:
                         return
                 elif staged is not None:
@@ -638,7 +642,7 @@ class _Runner:
             self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
         self.submit_writes(chunk, out, si, ready)
 
-    def _decode_on_gpu(self, chunk: list[_Item], si: int, size: tuple[int, int], torch: Any) -> tuple[list[_Item], Any]:
+    def _decode_on_gpu(self, chunk: list[_Item], si: int, size: tuple[int, int]) -> tuple[list[_Item], Any]:
         """A batch of JPEG bytes → (B, 3, H, W) on the device (`io.gpu_jpeg`). If nvJPEG refuses the batch, its
         pictures are decoded on the CPU instead (those that fail there are item errors, dropped from the batch).
         Returns the batch that remains and its pixels."""
@@ -653,10 +657,8 @@ class _Runner:
             pass
         kept, pictures = [], []
         for it in chunk:
-            src = self.plan.contents[it.ci]
             try:
-                img = load_image(it.pixels.data, name=src.display, size=self.opts.size, max_side=self.opts.max_side,
-                                 max_pixels=self.opts.max_pixels)
+                img = self._load(it.pixels.data, self.plan.contents[it.ci])
             except MambastError as e:
                 self.item_error(it.ci, si, e)
                 continue

@@ -601,8 +601,6 @@ class VideoWriter:
         """
         import time
 
-        import av
-
         t0 = time.perf_counter()
         if image.shape[0] != self.height or image.shape[1] != self.width:
             image = image[: self.height, : self.width]
@@ -630,8 +628,6 @@ class VideoWriter:
             pts: presentation time in the source time base.
         """
         import time
-
-        import av
 
         t0 = time.perf_counter()
         f = frame_from_yuv420(planes)
