@@ -110,36 +110,33 @@ def main() -> int:
     frames = [it.image for it, _ in zip((x for x in vio.read_frames(info, size=(info.width, info.height), copy=False)
                                          if isinstance(x, vio.DecodedFrame)), range(32))]
 
-    # encode only, per preset
-    for preset in a.presets:
+    # encode only, per preset: from RGB frames (swscale converts), then from YUV 4:2:0 planes (what the video job
+    # sends when it converts on the GPU)
+    from mambast_cli.video.yuv import yuv420_planes
+
+    step = int(1 / (float(info.rate) * float(info.time_base)))
+
+    def encode_only(what: str, preset: str, pictures: list, write: str) -> None:
         out = os.path.join(work, f"enc_{preset}.mp4")
         w = vio.VideoWriter(out, info, width=info.width, height=info.height, preset=preset, copy=False)
         t0 = time.perf_counter()
         for i in range(a.frames):
-            w.write(frames[i % len(frames)], i * int(1 / (float(info.rate) * float(info.time_base))))
+            getattr(w, write)(pictures[i % len(pictures)], i * step)
         w.commit()
         dt = time.perf_counter() - t0
-        rows.append({"what": f"encode only libx264 {preset} crf18", "fps": round(a.frames / dt, 1),
-                     "mb": round(os.path.getsize(out) / 1e6, 2)})
+        rows.append({"what": what, "fps": round(a.frames / dt, 1), "mb": round(os.path.getsize(out) / 1e6, 2)})
         print(rows[-1], flush=True)
-        # the same from YUV 4:2:0 planes (what the video job sends when it converts on the GPU: no swscale here)
-        from mambast_cli.video.yuv import yuv420_planes
 
-        w = vio.VideoWriter(out, info, width=info.width, height=info.height, preset=preset, copy=False)
-        lay = w.yuv420_layout()
-        if lay is not None:
-            planes = [yuv420_planes(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255, *lay)[0].numpy()
-                      for f in frames]
-            t0 = time.perf_counter()
-            for i in range(a.frames):
-                w.write_yuv420(planes[i % len(planes)], i * int(1 / (float(info.rate) * float(info.time_base))))
-            w.commit()
-            dt = time.perf_counter() - t0
-            rows.append({"what": f"encode only libx264 {preset} crf18, from YUV planes", "fps": round(a.frames / dt, 1),
-                         "mb": round(os.path.getsize(out) / 1e6, 2)})
-            print(rows[-1], flush=True)
-        else:
-            w.abort()
+    probe_writer = vio.VideoWriter(os.path.join(work, "probe.mp4"), info, width=info.width, height=info.height,
+                                   copy=False)
+    lay = probe_writer.yuv420_layout()
+    probe_writer.abort()
+    planes = None if lay is None else [
+        yuv420_planes(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255, *lay)[0].numpy() for f in frames]
+    for preset in a.presets:
+        encode_only(f"encode only libx264 {preset} crf18", preset, frames, "write")
+        if planes is not None:
+            encode_only(f"encode only libx264 {preset} crf18, from YUV planes", preset, planes, "write_yuv420")
 
     if a.codec_only:
         _print_table(rows, a, env)
