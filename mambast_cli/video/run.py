@@ -275,7 +275,6 @@ class _Batch:
     pts: list[int]
     frames: Any                      # (B, H, W, 3) uint8 RGB, or (B, H*3/2, W) packed YUV 4:2:0; host (pinned on CUDA)
     ready: Any = None
-    yuv: bool = False
 
 
 def process_video(
@@ -387,7 +386,7 @@ def process_video(
                     t0 = time.perf_counter()
                     wait_event(item.ready)      # a CUDA error surfaces here: it stops the job like a writer error
                     wstats["gpu_wait_s"] += time.perf_counter() - t0
-                    write = writer.write_yuv420 if item.yuv else writer.write
+                    write = writer.write_yuv420 if layout is not None else writer.write
                     for pts, img in zip(item.pts, item.frames.numpy()):
                         write(img, pts)
         except BaseException as e:  # noqa: BLE001
@@ -429,7 +428,7 @@ def process_video(
                     out = _to_uint8(y)
                 frames, ready = download_async(out)
             stylize_s += time.perf_counter() - t0
-            item = _Batch([f.pts for f in buf], frames, ready, yuv=layout is not None)
+            item = _Batch([f.pts for f in buf], frames, ready)
             buf.clear()
             check_writer()
             if not _put(q_out, item, stop):
