@@ -48,6 +48,7 @@ except ImportError:  # a checkout without `pip install -e .`
     sys.modules["mambast_kernels"] = mambast_kernels
     _spec.loader.exec_module(mambast_kernels)
 import importlib
+import inspect
 
 cs = importlib.import_module("mambast_kernels.cross_scan")
 cs2 = importlib.import_module("mambast_kernels.cross_scan_v2")
@@ -451,8 +452,12 @@ def _run(jobs, args, gen):
     for name, fn, kw in jobs:
         t0 = time.time()
         try:
-            r = fn(name, gen=gen, **kw) if fn not in (row_copy_ceiling, row_merge, row_merge_norm, row_pad) else (
-                fn() if fn is row_copy_ceiling else fn(name, **kw))
+            if fn is row_copy_ceiling:
+                r = fn()
+            elif "gen" in inspect.signature(fn).parameters:
+                r = fn(name, gen=gen, **kw)
+            else:
+                r = fn(name, **kw)
             torch.cuda.synchronize()
         except Exception as e:
             traceback.print_exc()

@@ -209,7 +209,9 @@ def test_v2_forward_backward(poisoned, layout, G, hw):
 @pytest.mark.parametrize("G,GB,hw", [(3, 2, (3, 5)), (5, 2, (2, 3)), (4, 1, (4, 4)), (3, 4, (1, 7))])
 def test_v2_readout_groups(poisoned, G, GB, hw):
     """Decoder form: G contents share one recurrence; a program owns GB of them (the recurrence is recomputed per
-    group). Every group split gives the reference's output, and the same bytes as the one-group launch."""
+    group). Every group split gives the reference's output; under the interpreter also the same bytes as the one-group
+    launch. Compiled for a GPU the variants may contract multiply-adds differently (an H100 gave different last bits),
+    so there they agree to fp32 rounding; one config always gives the same bytes."""
     from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
     h, w = hw
     xs = [x.to(DEVICE) for x in _inputs(2, 8, 4, G, h, w)]
@@ -220,7 +222,10 @@ def test_v2_readout_groups(poisoned, G, GB, hw):
         y_one = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=(8, 1))[0]
     assert hck is None and tuple(cfg) == (8, 1, GB)
     _check("y", y.transpose(-1, -2), y_ref, 1e-5)
-    assert torch.equal(y, y_one)
+    if DEVICE == "cpu":
+        assert torch.equal(y, y_one)
+    else:
+        torch.testing.assert_close(y, y_one, rtol=1e-5, atol=1e-5)
 
 
 @needs_triton
