@@ -67,8 +67,9 @@ class _Engine:
 
 def _cpu_decode_stand_in(calls: list[int], fail: bool = False):
     """Stands in for nvJPEG: the CPU decoder at the requested size (so outputs equal the CPU path's)."""
-    def decode(datas: list[bytes], hw: tuple[int, int], device: Any) -> Any:
+    def decode(datas: list[bytes], hw: tuple[int, int], device: Any, orientations: list[int]) -> Any:
         calls.append(len(datas))
+        assert orientations == [1] * len(datas)
         if fail:
             raise RuntimeError("nvjpeg: unsupported")
         pics = [np.asarray(load_image(d, size=512, max_side=0), dtype=np.uint8) for d in datas]
@@ -133,8 +134,57 @@ def test_decode_resize_glue_with_a_stand_in_torchvision(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torchvision.io", fake)
     datas = [_jpeg(64, 48, seed=1), _jpeg(32, 24, seed=2)]
     x = decode_resize(datas, (48, 64), torch.device("cpu"))
-    assert seen == {"n": 2, "mode": "RGB", "exif": True, "device": torch.device("cpu")}
+    assert seen == {"n": 2, "mode": "RGB", "exif": False, "device": torch.device("cpu")}
     assert x.shape == (2, 3, 48, 64) and x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0
     assert torch.equal((x * 255).round(), x * 255) or torch.allclose((x * 255).round(), x * 255, atol=1e-4)
     direct = torch.from_numpy(np.asarray(Image.open(io.BytesIO(datas[0])).convert("RGB"))).permute(2, 0, 1).float()
     assert torch.allclose(x[0] * 255, direct, atol=1e-3)                    # the right size already: not resampled
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_apply_orientation_is_pillows_exif_transpose(orientation: int) -> None:
+    """The GPU path turns pictures upright itself (torchvision's CUDA decoder ignored EXIF orientation on the H100):
+    every orientation gives Pillow's `exif_transpose` pixels, on a non-square picture with no symmetry."""
+    from PIL import ImageOps
+
+    from mambast_cli.io.gpu_jpeg import apply_orientation
+
+    rgb = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img = Image.open(io.BytesIO(_png_with_exif(Image.fromarray(rgb), exif)))
+    want = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    got = apply_orientation(torch.from_numpy(rgb).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def _png_with_exif(img: Image.Image, exif: Image.Exif) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", exif=exif.tobytes())       # lossless, so pixels compare exactly
+    return buf.getvalue()
+
+
+def test_rotated_jpeg_through_decode_resize_matches_the_cpu_path(monkeypatch) -> None:
+    """A JPEG with EXIF orientation 6, through `decode_resize` with a decoder that ignores EXIF (as nvJPEG did): the
+    orientation read from the header turns it upright, the same size and pixels as `load_image` up to resampling."""
+    import sys
+    import types
+
+    from mambast_cli.io.gpu_jpeg import decode_resize, jpeg_header
+
+    def decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
+        return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
+                for t in tensors]
+
+    fake = types.ModuleType("torchvision.io")
+    fake.decode_jpeg = decode_jpeg                       # type: ignore[attr-defined]
+    fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    data = _jpeg(96, 64, seed=3, orientation=6)
+    h, w, orientation = jpeg_header(data)
+    assert (h, w, orientation) == (96, 64, 6)
+    want = np.asarray(load_image(data, size=0, max_side=0), dtype=np.float64)
+    for orients in ([orientation], None):                 # given by the pipeline, or read from the header
+        x = decode_resize([data], (h, w), torch.device("cpu"), orients)[0].permute(1, 2, 0).double().numpy() * 255
+        assert x.shape == want.shape and np.abs(x - want).mean() < 1.0

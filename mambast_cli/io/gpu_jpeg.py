@@ -8,8 +8,11 @@ thread decodes and resizes the whole batch on the device (`decode_resize`).
 Pictures match the CPU path in size exactly (the header is read the way `decode_image` reads it, libjpeg's DCT
 scaling included), not in every pixel value: nvJPEG's IDCT and an antialiased bicubic resize on the GPU stand in
 for libjpeg and Pillow's Lanczos. A batch that nvJPEG refuses (CMYK, unusual sampling, a corrupt file) falls back
-to the CPU path for its pictures (the pipeline does that). Status: written without a GPU; off unless
-``MAMBAST_GPU_DECODE=1`` (docs/cli.md); `scripts/device/next_lease6.sh` measures it.
+to the CPU path for its pictures (the pipeline does that). EXIF orientation is applied here, on the GPU, from the
+orientation the header gave (`jpeg_header`): torchvision 0.26's CUDA decoder ignored ``apply_exif_orientation``
+(measured on an H100: rotated files came out unrotated, 9 dB against the CPU path), so it is never asked to.
+Off unless ``MAMBAST_GPU_DECODE=1`` (docs/cli.md): on an H100 with 16 cores it freed the decode threads' CPU but did
+not raise the folder's throughput, which JPEG encoding bounds there (BENCHMARKS.md, session 6).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from mambast_cli.errors import InputError
 from mambast_cli.io.images import target_size
 
-__all__ = ["available", "decode_resize", "enabled", "is_jpeg", "processed_size"]
+__all__ = ["apply_orientation", "available", "decode_resize", "enabled", "is_jpeg", "jpeg_header", "processed_size"]
 
 _ORIENTATION = 0x0112
 
@@ -48,7 +51,16 @@ def is_jpeg(data: bytes) -> bool:
 
 def processed_size(data: bytes, *, name: str = "<image>", size: int = 0, max_side: int = 0,
                    max_pixels: int = 0) -> tuple[int, int]:
-    """The (height, width) the CPU path (`load_image`) would give this JPEG, from its header only.
+    """The (height, width) the CPU path (`load_image`) would give this JPEG, from its header only (see
+    `jpeg_header`, which also returns the EXIF orientation)."""
+    h, w, _ = jpeg_header(data, name=name, size=size, max_side=max_side, max_pixels=max_pixels)
+    return h, w
+
+
+def jpeg_header(data: bytes, *, name: str = "<image>", size: int = 0, max_side: int = 0,
+                max_pixels: int = 0) -> tuple[int, int, int]:
+    """The (height, width) the CPU path (`load_image`) would give this JPEG, and its EXIF orientation, from its header
+    only.
 
     Args:
         data: the JPEG's bytes.
@@ -58,7 +70,8 @@ def processed_size(data: bytes, *, name: str = "<image>", size: int = 0, max_sid
         max_pixels: decompression-bomb limit (0: none).
 
     Returns:
-        (height, width) after orientation, DCT scaling and resizing.
+        (height, width, orientation): the size after orientation, DCT scaling and resizing; the EXIF orientation
+        (1…8, 1 when absent or unreadable) that `decode_resize` must apply.
 
     Raises:
         InputError: not a readable JPEG header, or over the pixel limit.
@@ -82,19 +95,46 @@ def processed_size(data: bytes, *, name: str = "<image>", size: int = 0, max_sid
         orientation = img.getexif().get(_ORIENTATION, 1)
     except Exception:  # a broken EXIF block: the CPU path ignores it too
         orientation = 1
+    if orientation not in range(1, 9):        # exif_transpose ignores values outside 1…8
+        orientation = 1
     if orientation in (5, 6, 7, 8):           # transposed or rotated by 90°: width and height swap
         w, h = h, w
     tw, th = target_size(w, h, size=size, max_side=max_side)
-    return th, tw
+    return th, tw, orientation
 
 
-def decode_resize(datas: list[bytes], hw: tuple[int, int], device: Any) -> Any:
-    """Decode JPEGs on the GPU (nvJPEG), upright, and resize them to one size.
+def apply_orientation(x: Any, orientation: int) -> Any:
+    """Turn a decoded (C, H, W) picture upright the way Pillow's `exif_transpose` does for an EXIF orientation
+    (2: mirrored, 3: rotated 180°, 4: flipped, 5: transposed, 6: rotated 90° clockwise to view, 7: transversed,
+    8: rotated 90° counter-clockwise to view). Returns a view; 1 and unknown values return ``x``."""
+    import torch
+
+    if orientation == 2:
+        return x.flip(-1)
+    if orientation == 3:
+        return x.flip(-2, -1)
+    if orientation == 4:
+        return x.flip(-2)
+    if orientation == 5:
+        return x.transpose(-2, -1)
+    if orientation == 6:
+        return torch.rot90(x, -1, dims=(-2, -1))
+    if orientation == 7:
+        return x.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return torch.rot90(x, 1, dims=(-2, -1))
+    return x
+
+
+def decode_resize(datas: list[bytes], hw: tuple[int, int], device: Any,
+                  orientations: list[int] | None = None) -> Any:
+    """Decode JPEGs on the GPU (nvJPEG), turn them upright, and resize them to one size.
 
     Args:
         datas: the files' bytes.
-        hw: the (height, width) every picture is brought to (see `processed_size`).
+        hw: the (height, width) every picture is brought to (see `jpeg_header`).
         device: a CUDA device.
+        orientations: each file's EXIF orientation (`jpeg_header`); None: read from the headers here.
 
     Returns:
         (B, 3, H, W) float32 in [0, 1] on the device, quantised to 8-bit steps like the CPU path's pictures.
@@ -107,11 +147,13 @@ def decode_resize(datas: list[bytes], hw: tuple[int, int], device: Any) -> Any:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-    imgs = decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=True, device=device)
+    if orientations is None:
+        orientations = [jpeg_header(d)[2] for d in datas]
+    imgs = decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=False, device=device)
     h, w = hw
     out = torch.empty((len(imgs), 3, h, w), dtype=torch.float32, device=device)
     for i, im in enumerate(imgs):
-        x = im.float()
+        x = apply_orientation(im, orientations[i]).float()
         if tuple(x.shape[-2:]) != (h, w):
             x = F.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0]
         out[i] = x.clamp_(0.0, 255.0).round_()

@@ -241,10 +241,12 @@ def _is_cuda(device: Any) -> bool:
 
 @dataclass
 class _Jpeg:
-    """A JPEG left undecoded for the GPU (`io.gpu_jpeg`): its bytes and the (H, W) it is processed at."""
+    """A JPEG left undecoded for the GPU (`io.gpu_jpeg`): its bytes, the (H, W) it is processed at and its EXIF
+    orientation."""
 
     data: bytes
     hw: tuple[int, int]
+    orientation: int = 1
 
 
 def _size(item: _Item) -> tuple[int, int]:
@@ -453,9 +455,9 @@ class _Runner:
         try:
             data = source_bytes(src)
             if self.gpu_jpeg and gpu_jpeg.is_jpeg(data):      # header only here; the engine thread decodes
-                hw = gpu_jpeg.processed_size(data, name=src.display, size=self.opts.size,
-                                             max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
-                return _Item(ci, styles, _Jpeg(data, hw), t0)
+                h, w, orientation = gpu_jpeg.jpeg_header(data, name=src.display, size=self.opts.size,
+                                                         max_side=self.opts.max_side, max_pixels=self.opts.max_pixels)
+                return _Item(ci, styles, _Jpeg(data, (h, w), orientation), t0)
             img = self._load(data, src)
             if self.gpu_io:
                 return _Item(ci, styles, np.asarray(img, dtype=np.uint8), t0)     # decode_image returns RGB
@@ -647,7 +649,8 @@ class _Runner:
         pictures are decoded on the CPU instead (those that fail there are item errors, dropped from the batch).
         Returns the batch that remains and its pixels."""
         try:
-            x = gpu_decode_resize([it.pixels.data for it in chunk], size, self.engine.device)
+            x = gpu_decode_resize([it.pixels.data for it in chunk], size, self.engine.device,
+                                  [it.pixels.orientation for it in chunk])
             with self.lock:
                 self.report.gpu_decoded += len(chunk)
             return chunk, x
