@@ -160,10 +160,7 @@ def main() -> int:
     dt = time.perf_counter() - t0
     rows.append({"what": f"stylize only (batch {B}, float CPU in/out)", "fps": round(reps * B / dt, 1)})
     print(rows[-1], flush=True)
-    if torch.cuda.is_available():   # as the video job runs it: on the device, CUDA graphs up to 1080p-class frames
-        from mambast_cli.engine.engine import VIDEO_GRAPH_MAX_PICTURE_PIXELS
-
-        eng.graph_max_pixels = max(eng.graph_max_pixels, VIDEO_GRAPH_MAX_PICTURE_PIXELS)
+    if torch.cuda.is_available():   # as the video job runs it: on the device (CUDA graphs for frames up to 1 MP)
         Bg = min(B, eng.max_graph_batch(info.height, info.width) or B)   # what the video job picks
         xd = x[:Bg].to(a.device)
         for _ in range(3):

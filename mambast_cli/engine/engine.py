@@ -68,8 +68,6 @@ _MIN_TILE_PIXELS = 256 * 256              # OOM recovery gives up below this til
 #: them costs nothing noticeable, and a captured graph would hold its activations (4K: 133 ms eager vs 217 ms with
 #: the capture in the timed runs, 5.1 vs 13.0 GB peak; BENCHMARKS.md session 4)
 GRAPH_MAX_PICTURE_PIXELS = 1024 * 1024
-#: the video job's limit (`Engine.graph_max_pixels`): 1080p-class frames (2560×1080 and smaller)
-VIDEO_GRAPH_MAX_PICTURE_PIXELS = 2560 * 1080
 _INDEX_LIMIT = 2**31 - 1                  # elements: PyTorch kernels that use 32-bit index math refuse more
 _MAX_MEMO_STYLES = 256                    # encoded styles remembered by key (≈8 MiB of device memory each at 512²)
 
@@ -305,9 +303,8 @@ class Engine:
                 self.channels_last = False
         # CUDA graphs of the whole batch forward (bf16 path; the fp32 path stays the plain eager reference).
         self._graphs: GraphCache | None = None
-        #: pictures up to this many output pixels run as CUDA graphs (when graphs are on). The video job raises it
-        #: to `VIDEO_GRAPH_MAX_PICTURE_PIXELS`: it runs one shape for hundreds of batches, so the capture pays off,
-        #: and its encode thread holds the GIL for long stretches that would stall eager kernel launches.
+        #: pictures up to this many output pixels run as CUDA graphs (when graphs are on); `scripts/check_graphs.py`
+        #: raises it to check larger captures. Raising it for 1080p video gained nothing (BENCHMARKS.md, session 6).
         self.graph_max_pixels = GRAPH_MAX_PICTURE_PIXELS
         if (self.device.type == "cuda" and self.dtype != torch.float32 and not self.compiled
                 and os.environ.get("MAMBAST_CUDA_GRAPHS", "1") != "0"):

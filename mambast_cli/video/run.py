@@ -300,7 +300,6 @@ def process_video(
     """
     import torch
 
-    from mambast_cli.engine.engine import VIDEO_GRAPH_MAX_PICTURE_PIXELS
     from mambast_cli.io import target_size
     from mambast_cli.video.stability import TemporalSmoother
 
@@ -340,8 +339,8 @@ def process_video(
           "source_width": info.width, "source_height": info.height, "rotation": info.rotation,
           "frames_total": total or None, "fps": float(info.rate) if info.rate else None})
 
-    if hasattr(engine, "graph_max_pixels"):   # one shape for the whole video: CUDA graphs pay off up to 1080p-class
-        engine.graph_max_pixels = max(engine.graph_max_pixels, VIDEO_GRAPH_MAX_PICTURE_PIXELS)
+    # CUDA graphs only up to the engine's image limit (1 MP, so 720p but not 1080p): at 1080p they gained nothing on an
+    # H100 (58.6 vs 60.7 fps of stylizing alone) and one full job stalled 14 s in them (BENCHMARKS.md, session 6)
     batch = opts.batch or int(min(MAX_BATCH, max(1, engine.max_batch(H, W))))
     if not opts.batch and getattr(engine, "max_graph_batch", None) is not None:
         graph_batch = engine.max_graph_batch(H, W)     # e.g. 14 at 1080p: 16 frames would be rendered in two calls
