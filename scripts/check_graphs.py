@@ -37,7 +37,7 @@ def main() -> int:
     ref = [eager.stylize(x, eager.encode_style(s)) for s in styles]
     os.environ["MAMBAST_CUDA_GRAPHS"] = "1"
     eng = Engine(model=m, device="cuda", disk_cache=False)
-    eng.graph_max_pixels = max(eng.graph_max_pixels, H * W)    # what the video job does for 1080p-class frames
+    eng.graph_max_pixels = max(eng.graph_max_pixels, H * W)    # allow the capture at this size (default limit: 1 MP)
     hs = [eng.encode_style(s) for s in styles]
     same = [torch.equal(eng.stylize(x, hs[i % 2]), ref[i % 2]) for i in range(5)]
     st = {k: v for k, v in eng.stats.items() if k.startswith("graph_")}

@@ -9,7 +9,7 @@ Pipeline (per video):
     reader thread: demux + decode (PyAV thread_type AUTO) → upright RGB uint8 at the processing size
         → bounded queue →
     main thread: batches of frames, stacked into one of two pinned buffers in turn → Engine.stylize (one
-        StyleHandle for the whole run: fixed permutations; CUDA graphs up to 1080p-class frames) → optional
+        StyleHandle for the whole run: fixed permutations; CUDA graphs for frames up to 1 MP) → optional
         TemporalSmoother → uint8 on the device → asynchronous copy back. It only queues GPU work and never
         waits for it (on CUDA), so the next batch is stacked while the GPU runs this one.
         → bounded queue →
