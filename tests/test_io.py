@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,25 @@ def test_tensor_roundtrip_and_encoders() -> None:
         data = encode_image(img, fmt, 80)
         assert data.startswith(magic)
         assert decode_image(data).size == (13, 9)
+
+
+@pytest.mark.parametrize("fmt,quality", [("jpg", 92), ("jpg", 75), ("png", None), ("webp", 90)])
+def test_encode_image_same_bytes_through_a_descriptor_or_a_bytesio(fmt: str, quality: int | None, monkeypatch) -> None:
+    """encode_image writes into an in-memory file with a descriptor (so Pillow encodes without the GIL); without
+    memfd it falls back to a BytesIO. Both give exactly Pillow's bytes."""
+    from mambast_cli.io import images
+
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8))
+    direct = io.BytesIO()
+    kw = {"jpg": {"quality": quality, "subsampling": 0 if (quality or 0) >= 90 else 2},
+          "png": {"compress_level": 6}, "webp": {"quality": quality, "method": 4}}[fmt]
+    img.save(direct, images.FORMATS[fmt][0], **kw)
+    if hasattr(os, "memfd_create"):
+        assert not isinstance(images._memory_file(), io.BytesIO)
+    via_fd = encode_image(img, fmt, quality)
+    assert encode_image(img.resize((20, 10)), fmt, quality) != via_fd        # the reused file: only the new bytes
+    assert via_fd == encode_image(img, fmt, quality)
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(images, "_files", threading.local())               # forget this thread's memfd
+    assert isinstance(images._memory_file(), io.BytesIO)
+    assert via_fd == encode_image(img, fmt, quality) == direct.getvalue()
