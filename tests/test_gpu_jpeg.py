@@ -188,3 +188,33 @@ def test_rotated_jpeg_through_decode_resize_matches_the_cpu_path(monkeypatch) ->
     for orients in ([orientation], None):                 # given by the pipeline, or read from the header
         x = decode_resize([data], (h, w), torch.device("cpu"), orients)[0].permute(1, 2, 0).double().numpy() * 255
         assert x.shape == want.shape and np.abs(x - want).mean() < 1.0
+
+
+def test_decode_resize_groups_by_size_like_one_picture_at_a_time(monkeypatch) -> None:
+    """Pictures are converted and resized in groups of one decoded size: the same result as one at a time, for a
+    batch that mixes sizes, orientations and pictures that need no resize."""
+    import sys
+    import types
+
+    import torch.nn.functional as F
+
+    from mambast_cli.io.gpu_jpeg import apply_orientation, decode_resize
+
+    def decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
+        return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
+                for t in tensors]
+
+    fake = types.ModuleType("torchvision.io")
+    fake.decode_jpeg = decode_jpeg                       # type: ignore[attr-defined]
+    fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    datas = [_jpeg(64, 48, seed=1), _jpeg(96, 72, seed=2), _jpeg(48, 64, orientation=6, seed=3),
+             _jpeg(96, 72, seed=4), _jpeg(72, 96, orientation=8, seed=5)]
+    orients = [1, 1, 6, 1, 8]
+    x = decode_resize(datas, (48, 64), torch.device("cpu"), orients)
+    for i, (d, o) in enumerate(zip(datas, orients)):
+        im = apply_orientation(decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8)])[0], o).float()
+        if tuple(im.shape[-2:]) != (48, 64):
+            im = F.interpolate(im[None], size=(48, 64), mode="bicubic", antialias=True, align_corners=False)[0]
+        assert torch.equal(x[i], im.clamp(0, 255).round() / 255.0), i

@@ -151,10 +151,22 @@ def decode_resize(datas: list[bytes], hw: tuple[int, int], device: Any,
         orientations = [jpeg_header(d)[2] for d in datas]
     imgs = decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=False, device=device)
     h, w = hw
+    # pictures of one decoded size are converted (and resized) together: the engine thread runs this, and every
+    # PyTorch call needs the GIL, which the decode and write threads hold much of the time
+    groups: dict[tuple[int, ...], list[int]] = {}
+    upright = [apply_orientation(im, o) for im, o in zip(imgs, orientations)]
+    for i, im in enumerate(upright):
+        groups.setdefault(tuple(im.shape), []).append(i)
+    if len(groups) == 1 and tuple(upright[0].shape[-2:]) == (h, w):      # the usual case: one size, no resize
+        return torch.stack(upright).float().div_(255.0)
     out = torch.empty((len(imgs), 3, h, w), dtype=torch.float32, device=device)
-    for i, im in enumerate(imgs):
-        x = apply_orientation(im, orientations[i]).float()
-        if tuple(x.shape[-2:]) != (h, w):
-            x = F.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0]
-        out[i] = x.clamp_(0.0, 255.0).round_()
+    for shape, idx in groups.items():
+        x = torch.stack([upright[i] for i in idx]).float()
+        if tuple(shape[-2:]) != (h, w):
+            x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+            x = x.clamp_(0.0, 255.0).round_()
+        if len(idx) == len(imgs):
+            out = x
+        else:
+            out[torch.tensor(idx, device=device)] = x
     return out.div_(255.0)
