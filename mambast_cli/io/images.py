@@ -379,6 +379,8 @@ _files = threading.local()
 def _memory_file() -> io.BufferedRandom | io.BytesIO:
     """This thread's anonymous in-memory file with a descriptor (Linux ``memfd``; kept open and reused, so its pages
     stay allocated: creating one per picture cost ~0.25 ms), else a new BytesIO. A forked child makes its own."""
+    if os.environ.get("MAMBAST_ENCODE_MEMFD", "1") == "0":   # diagnostic: the old BytesIO path (holds the GIL)
+        return io.BytesIO()
     pid = os.getpid()
     f = getattr(_files, "f", None)
     if f is not None and _files.pid == pid and not f.closed:
