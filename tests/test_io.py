@@ -311,3 +311,25 @@ def test_encode_image_same_bytes_through_a_descriptor_or_a_bytesio(fmt: str, qua
     monkeypatch.setattr(images, "_files", threading.local())               # forget this thread's memfd
     assert isinstance(images._memory_file(), io.BytesIO)
     assert via_fd == encode_image(img, fmt, quality) == direct.getvalue()
+
+
+@pytest.mark.parametrize("w,h", [(1, 1), (13, 9), (512, 512), (641, 479)])
+def test_image_to_array_equals_numpy_asarray(w: int, h: int, monkeypatch) -> None:
+    """image_to_array (pixels out through a memfd, without the GIL) gives np.asarray's values, also for a picture
+    larger than the memfd keeps (emptied after use), and falls back to np.asarray without memfd."""
+    from mambast_cli.io import images
+
+    img = Image.fromarray(np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    want = np.asarray(img)
+    got = images.image_to_array(img)
+    assert got.dtype == np.uint8 and got.shape == (h, w, 3) and np.array_equal(got, want)
+    assert images.image_to_array(img.resize((3, 2))).shape == (2, 3, 3)           # the reused file: no stale tail
+    monkeypatch.setattr(images, "_KEEP_BYTES", 100)
+    assert np.array_equal(images.image_to_array(img), want)
+    f = images._memory_file()
+    if not isinstance(f, io.BytesIO) and w * h * 3 > 100:
+        assert os.fstat(f.fileno()).st_size == 0                                  # its pages given back
+    monkeypatch.setenv("MAMBAST_ENCODE_MEMFD", "0")
+    assert np.array_equal(images.image_to_array(img), want)
+    with pytest.raises(ValueError, match="RGB"):
+        images.image_to_array(img.convert("L"))

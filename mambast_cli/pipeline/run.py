@@ -54,6 +54,7 @@ from mambast_cli.io import (
     clean_stale_parts,
     decode_image,
     encode_image,
+    image_to_array,
     image_to_tensor,
     load_image,
     read_input_bytes,
@@ -460,7 +461,7 @@ class _Runner:
                 return _Item(ci, styles, _Jpeg(data, (h, w), orientation), t0)
             img = self._load(data, src)
             if self.gpu_io:
-                return _Item(ci, styles, np.asarray(img, dtype=np.uint8), t0)     # decode_image returns RGB
+                return _Item(ci, styles, image_to_array(img), t0)     # decode_image returns RGB
             return _Item(ci, styles, image_to_tensor(img), t0)
         except MambastError as e:
             return e
