@@ -192,11 +192,12 @@ def main() -> int:
 
 def _print_table(rows: list[dict], a: argparse.Namespace, env: dict) -> None:
     print()
-    print("| what | fps | decode s | stylize s | GPU wait s | encode s | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    cols = ["decode_s", "stylize_s", "gpu_wait_s", "encode_s", "wall_s",
+            "read_wait_s", "buffer_wait_s", "stack_s", "writer_wait_s"]   # the last four: the main thread's
+    print("| what | fps | " + " | ".join(c.replace("_s", " s").replace("_", " ") for c in cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
     for r in rows:
-        print(f"| {r['what']} | {r['fps']} | {r.get('decode_s', '')} | {r.get('stylize_s', '')} | "
-              f"{r.get('gpu_wait_s', '')} | {r.get('encode_s', '')} | {r.get('wall_s', '')} |")
+        print(f"| {r['what']} | {r['fps']} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     Path(a.json_out).write_text(json.dumps({"env": env, "args": vars(a), "rows": rows}, indent=1))
 
 

@@ -129,6 +129,11 @@ def test_vfr_rotation_odd_size_audio(tmp_path: Path, engine, style: str) -> None
     assert f["rotation"] == 0                                 # frames are upright, no tag
     assert audio_packets(out) == audio_packets(src) and audio_packets(src)   # audio remuxed byte for byte
     assert no_temp_left(out.parent)
+    t = rep.items[0].timing                                   # where the time went, for bench_video.py
+    main_waits = ("read_wait_s", "buffer_wait_s", "stack_s", "writer_wait_s")
+    assert set(main_waits) | {"decode_s", "stylize_s", "gpu_wait_s", "encode_s", "wall_s"} <= set(t)
+    assert all(t[k] >= 0 for k in t) and t["buffer_wait_s"] + t["stack_s"] <= t["stylize_s"] <= t["wall_s"]
+    assert t["read_wait_s"] + t["stylize_s"] + t["writer_wait_s"] <= t["wall_s"]
 
 
 def test_start_duration_shifts_all_streams(tmp_path: Path, engine, style: str) -> None:

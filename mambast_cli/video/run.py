@@ -361,6 +361,7 @@ def process_video(
     q_out: queue.Queue[Any] = queue.Queue(maxsize=4)
     rstats: dict[str, float] = {}
     wstats = {"gpu_wait_s": 0.0}
+    mstats = {"read_wait_s": 0.0, "buffer_wait_s": 0.0, "stack_s": 0.0, "writer_wait_s": 0.0}   # the main thread
     errors: list[BaseException] = []
 
     def reader() -> None:
@@ -414,8 +415,11 @@ def process_video(
             t0 = time.perf_counter()
             with torch.inference_mode():
                 host, slot = staging.take((len(buf), *buf[0].image.shape))
+                t1 = time.perf_counter()
+                mstats["buffer_wait_s"] += t1 - t0            # the GPU still reading this buffer's last batch
                 # one C++ call that copies without the GIL (np.stack would hand it back once per frame)
                 torch.stack([torch.from_numpy(f.image) for f in buf], out=host)
+                mstats["stack_s"] += time.perf_counter() - t1
                 x = frames_to_device(host, dev)
                 staging.uploaded(slot, record_event(x))
                 y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color, on_device=True)
@@ -430,9 +434,11 @@ def process_video(
             item = _Batch([f.pts for f in buf], frames, ready)
             buf.clear()
             check_writer()
+            t0 = time.perf_counter()
             if not _put(q_out, item, stop):
                 check_writer()
                 raise KeyboardInterrupt
+            mstats["writer_wait_s"] += time.perf_counter() - t0     # the encode thread 4 batches behind
             done += len(item.pts)
             now = time.perf_counter()
             if now - last_emit >= 0.5:
@@ -444,7 +450,9 @@ def process_video(
                       "fps": round(fps, 2), "eta_s": None if eta is None else round(eta, 1)})
 
         while True:
+            t0 = time.perf_counter()
             item = _get(q_in, stop, check_writer)
+            mstats["read_wait_s"] += time.perf_counter() - t0       # no decoded frame ready
             if item is _END:
                 if stop.is_set():
                     check_writer()
@@ -477,7 +485,7 @@ def process_video(
     wall = time.perf_counter() - t_start
     timing = {"decode_s": round(rstats.get("decode_s", 0.0), 3), "stylize_s": round(stylize_s, 3),
               "gpu_wait_s": round(wstats["gpu_wait_s"], 3), "encode_s": round(writer.stats.get("encode_s", 0.0), 3),
-              "wall_s": round(wall, 3)}
+              "wall_s": round(wall, 3), **{k: round(v, 3) for k, v in mstats.items()}}
     return ItemResult(job.input, job.output, "done", "; ".join(warnings), frames=done, seconds=wall, timing=timing)
 
 
