@@ -48,6 +48,27 @@ def test_header_errors() -> None:
         processed_size(_jpeg(64, 64), max_pixels=100)
 
 
+def _pillow_decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
+    """Stands in for torchvision.io.decode_jpeg: Pillow's pixels as (3, H, W) uint8, EXIF ignored (as nvJPEG did)."""
+    return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
+            for t in tensors]
+
+
+@pytest.fixture()
+def fake_torchvision(monkeypatch):
+    """torchvision.io replaced by a module whose decode_jpeg is `decode` (default: `_pillow_decode_jpeg`)."""
+    import sys
+    import types
+
+    def install(decode=_pillow_decode_jpeg):
+        fake = types.ModuleType("torchvision.io")
+        fake.decode_jpeg = decode                              # type: ignore[attr-defined]
+        fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+        monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    return install
+
+
 class _Engine:
     """A CUDA-like engine on the CPU (the pipeline is forced onto its CUDA path below): returns its input batch."""
 
@@ -112,26 +133,18 @@ def test_pipeline_decodes_jpegs_on_the_engine_thread(tmp_path: Path, make_image:
     assert outs["gpu"] == outs["cpu"] and len(outs["cpu"]) == 5
 
 
-def test_decode_resize_glue_with_a_stand_in_torchvision(monkeypatch) -> None:
+def test_decode_resize_glue_with_a_stand_in_torchvision(fake_torchvision) -> None:
     """`decode_resize`'s own code around torchvision's decode_jpeg (the call's arguments, the resize to one size, the
     8-bit quantisation), with torchvision.io replaced by a Pillow stand-in that returns (3, H, W) uint8 pictures."""
-    import sys
-    import types
-
     from mambast_cli.io.gpu_jpeg import decode_resize
 
     seen: dict[str, Any] = {}
 
     def decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
         seen.update(n=len(tensors), mode=mode, exif=apply_exif_orientation, device=device)
-        return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
-                for t in tensors]
+        return _pillow_decode_jpeg(tensors)
 
-    fake = types.ModuleType("torchvision.io")
-    fake.decode_jpeg = decode_jpeg                       # type: ignore[attr-defined]
-    fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
-    monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    fake_torchvision(decode_jpeg)
     datas = [_jpeg(64, 48, seed=1), _jpeg(32, 24, seed=2)]
     x = decode_resize(datas, (48, 64), torch.device("cpu"))
     assert seen == {"n": 2, "mode": "RGB", "exif": False, "device": torch.device("cpu")}
@@ -164,23 +177,12 @@ def _png_with_exif(img: Image.Image, exif: Image.Exif) -> bytes:
     return buf.getvalue()
 
 
-def test_rotated_jpeg_through_decode_resize_matches_the_cpu_path(monkeypatch) -> None:
+def test_rotated_jpeg_through_decode_resize_matches_the_cpu_path(fake_torchvision) -> None:
     """A JPEG with EXIF orientation 6, through `decode_resize` with a decoder that ignores EXIF (as nvJPEG did): the
     orientation read from the header turns it upright, the same size and pixels as `load_image` up to resampling."""
-    import sys
-    import types
-
     from mambast_cli.io.gpu_jpeg import decode_resize, jpeg_header
 
-    def decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
-        return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
-                for t in tensors]
-
-    fake = types.ModuleType("torchvision.io")
-    fake.decode_jpeg = decode_jpeg                       # type: ignore[attr-defined]
-    fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
-    monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    fake_torchvision()
     data = _jpeg(96, 64, seed=3, orientation=6)
     h, w, orientation = jpeg_header(data)
     assert (h, w, orientation) == (96, 64, 6)
@@ -190,31 +192,20 @@ def test_rotated_jpeg_through_decode_resize_matches_the_cpu_path(monkeypatch) ->
         assert x.shape == want.shape and np.abs(x - want).mean() < 1.0
 
 
-def test_decode_resize_groups_by_size_like_one_picture_at_a_time(monkeypatch) -> None:
+def test_decode_resize_groups_by_size_like_one_picture_at_a_time(fake_torchvision) -> None:
     """Pictures are converted and resized in groups of one decoded size: the same result as one at a time, for a
     batch that mixes sizes, orientations and pictures that need no resize."""
-    import sys
-    import types
-
     import torch.nn.functional as F
 
     from mambast_cli.io.gpu_jpeg import apply_orientation, decode_resize
 
-    def decode_jpeg(tensors, mode=None, apply_exif_orientation=False, device=None):
-        return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
-                for t in tensors]
-
-    fake = types.ModuleType("torchvision.io")
-    fake.decode_jpeg = decode_jpeg                       # type: ignore[attr-defined]
-    fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
-    monkeypatch.setitem(sys.modules, "torchvision.io", fake)
+    fake_torchvision()
     datas = [_jpeg(64, 48, seed=1), _jpeg(96, 72, seed=2), _jpeg(48, 64, orientation=6, seed=3),
              _jpeg(96, 72, seed=4), _jpeg(72, 96, orientation=8, seed=5)]
     orients = [1, 1, 6, 1, 8]
     x = decode_resize(datas, (48, 64), torch.device("cpu"), orients)
     for i, (d, o) in enumerate(zip(datas, orients)):
-        im = apply_orientation(decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8)])[0], o).float()
+        im = apply_orientation(_pillow_decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8)])[0], o).float()
         if tuple(im.shape[-2:]) != (48, 64):
             im = F.interpolate(im[None], size=(48, 64), mode="bicubic", antialias=True, align_corners=False)[0]
         assert torch.equal(x[i], im.clamp(0, 255).round() / 255.0), i
