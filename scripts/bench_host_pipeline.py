@@ -6,7 +6,7 @@ What is left is what the host does per picture: read, decode, stack, hand-offs, 
 On the GPU host that is what must keep up with the GPU (issue 5: 1,000 pictures/s at 512²); here it shows what the
 CPU side alone can do and where its time goes (`stages_s`).
 
-    python scripts/bench_host_pipeline.py [--images 1000] [--size 512] [--decode-workers N] [--write-workers N]
+    python scripts/bench_host_pipeline.py [--images 1000] [--size 512] [--decode-workers N] [--write-workers N] [--no-codecs]
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def main() -> int:
     ap.add_argument("--decode-workers", type=int, default=None)
     ap.add_argument("--write-workers", type=int, default=None)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--no-codecs", action="store_true",
+                    help="decode returns one cached picture and encode a few bytes: what is left is the pipeline's own "
+                         "Python (queues, hand-offs, events, file writes), the ceiling of one process")
     a = ap.parse_args()
 
     import torch
@@ -61,6 +64,16 @@ def main() -> int:
     prun._pinned_empty = lambda n: torch.empty(n, dtype=torch.uint8)            # type: ignore[assignment]
     prun.frames_to_device = lambda u8, device: u8                               # type: ignore[assignment]
     prun._download = lambda out, torch_: out.numpy()                            # type: ignore[assignment]
+    if a.no_codecs:
+        from PIL import Image
+
+        from mambast_cli.io.images import image_to_array
+
+        pic = Image.new("RGB", (a.size, a.size), (90, 120, 200))
+        arr = image_to_array(pic)
+        prun._Runner._load = lambda self, data, src: pic                        # type: ignore[assignment]
+        prun.image_to_array = lambda img: arr                                   # type: ignore[assignment]
+        prun.encode_image = lambda img, fmt="jpg", quality=None: b"\xff\xd8 not encoded"  # type: ignore[assignment]
     if a.decode_workers or a.write_workers:
         real = prun.RunOptions
 
