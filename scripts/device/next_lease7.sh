@@ -21,6 +21,7 @@ folder() {
 if [ "${PART:-1}" = 1 ]; then
   timeout 60 python3 scripts/probe_pillow_gil.py --threads 8 --n 400
   host memfd; MAMBAST_ENCODE_MEMFD=0 host bytesio; host memfd
+  timeout 60 python3 scripts/bench_host_pipeline.py --images 3000 --no-codecs 2>&1 | tail -1 | cut -c1-300
   folder warm_tune 512 > /dev/null          # tunes the scans for this machine's batch shapes (not a result)
   folder folder7_memfd 512; MAMBAST_ENCODE_MEMFD=0 folder folder7_bytesio 512; folder folder7_memfd_b 512
   MAMBAST_GPU_DECODE=1 folder folder7_nvjpeg 512
