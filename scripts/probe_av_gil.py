@@ -87,19 +87,22 @@ def writer_probe() -> None:
                          height=H, time_base=Fraction(1, 30), rate=Fraction(30), frames=N, duration_s=N / 30,
                          start_s=0.0, declared_end_s=None, codec="h264", pix_fmt="yuv420p", colorspace=1,
                          color_range=1, color_primaries=1, color_trc=1)
-        for name, cls in (("encode thread", VideoWriter), ("encoder process", ProcessVideoWriter)):
-            w = cls(os.path.join(d, f"{name[:6]}.mp4"), info, width=W, height=H, preset="superfast", threads=1, copy=False)
+        for name, cls, planes in (("encode thread", VideoWriter, False), ("encoder process", ProcessVideoWriter, False),
+                                  ("encode thread, YUV", VideoWriter, True),
+                                  ("encoder process, YUV", ProcessVideoWriter, True)):
+            w = cls(os.path.join(d, f"{name[:6]}{planes}.mp4"), info, width=W, height=H, preset="superfast", threads=1,
+                    copy=False)
             t0 = time.perf_counter()
 
             def feed() -> None:
                 for i in range(N):
-                    w.write(img, i)
+                    w.write_yuv420(yuv, i) if planes else w.write(img, i)
                 w.commit()
             th = threading.Thread(target=feed)
             th.start()
             r = spin(th)
             th.join()
-            print(f"{name:16} 40 frames in {time.perf_counter() - t0:5.2f} s; a Python loop in the main thread ran at "
+            print(f"{name:21} 40 frames in {time.perf_counter() - t0:5.2f} s; a Python loop in the main thread ran at "
                   f"{r / b:4.0%} of its speed meanwhile")
 
 

@@ -90,6 +90,7 @@ def test_child_of_a_killed_parent_removes_its_temp_file(tmp_path: Path) -> None:
         print(w.tmp, flush=True)
         time.sleep(60)
     """)
+    rings_before = _rings()
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                          cwd=str(Path(__file__).resolve().parents[1]))
     tmp = p.stdout.readline().strip()
@@ -97,6 +98,53 @@ def test_child_of_a_killed_parent_removes_its_temp_file(tmp_path: Path) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     deadline = time.time() + 20
-    while os.path.exists(tmp) and time.time() < deadline:
+    while (os.path.exists(tmp) or _rings() != rings_before) and time.time() < deadline:
         time.sleep(0.2)
     assert not os.path.exists(tmp) and not (tmp_path / "out.mp4").exists()
+    assert _rings() == rings_before                     # the frame ring went with its owner (resource tracker)
+
+
+def _rings() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+
+
+def test_frames_cross_through_the_ring_rgb_and_yuv(tmp_path: Path, monkeypatch) -> None:
+    """Frames go through the shared-memory ring (more frames than slots, so slots are reused), YUV planes and RGB
+    frames give the same file as the encode thread, a frame larger than a slot goes down the pipe, and the ring is
+    gone after commit and after abort."""
+    from mambast_cli.video import encoder_proc
+    from mambast_cli.video.yuv import yuv420_planes
+
+    import torch
+
+    monkeypatch.setattr(encoder_proc, "SLOTS", 3)
+    info = _info(tmp_path)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(10)]
+    before = _rings()
+    outs = {}
+    for kind in ("thread", "process"):
+        for yuv in (False, True):
+            cls = vio.VideoWriter if kind == "thread" else ProcessVideoWriter
+            w = cls(tmp_path / f"{kind}{yuv}.mp4", info, width=48, height=32, preset="ultrafast")
+            layout = w.yuv420_layout()
+            assert layout is not None
+            for i, f in enumerate(frames):
+                if yuv:
+                    x = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255
+                    w.write_yuv420(yuv420_planes(x, *layout)[0].numpy(), i)
+                else:
+                    w.write(f, i)
+            w.commit()
+            outs[kind, yuv] = decoded(tmp_path / f"{kind}{yuv}.mp4")
+    for yuv in (False, True):
+        assert len(outs["thread", yuv]) == 10
+        assert all(np.array_equal(a, b) for a, b in zip(outs["thread", yuv], outs["process", yuv]))
+    assert _rings() == before
+    pw = ProcessVideoWriter(tmp_path / "mixed.mp4", info, width=48, height=32, preset="ultrafast")
+    x = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
+    pw.write_yuv420(yuv420_planes(x, *pw.yuv420_layout())[0].numpy(), 0)   # the ring's slots: YUV-sized
+    pw.write(frames[1], 1)                                                # larger: down the pipe
+    assert _rings() != before
+    pw.abort()
+    assert _rings() == before and not (tmp_path / "mixed.mp4").exists()

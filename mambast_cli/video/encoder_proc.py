@@ -7,14 +7,19 @@ Speed). Here the parent only sends bytes down a pipe (the GIL is released while 
 process, with its own GIL, owns the :class:`~mambast_cli.video.io.VideoWriter`.
 
 Status: opt-in (env ``MAMBAST_VIDEO_ENCODER=process``); the default is the encode thread. Measured on an H100 host
-(16 cores, 1080p, BENCHMARKS.md session 4) it is slower than the thread: 22.0 vs 24.6 fps, because the 6 MB per
-frame sent through the pipe cost more than the GIL contention it removes. Same interface as VideoWriter (write, mux_copy, commit, abort, stats, tmp, final) and the same
+(16 cores, 1080p, BENCHMARKS.md session 4) the first version was slower than the thread: 22.0 vs 24.6 fps, because
+the 6 MB per frame it sent through the pipe cost more than the GIL contention it removed. Since session 6 frames go
+through shared memory (a ring of `SLOTS` frames; only a slot number crosses the pipe) and, where the output takes
+them, as the YUV 4:2:0 planes made on the GPU (half the bytes; `yuv420_layout`, as VideoWriter). Same interface as
+VideoWriter (write, write_yuv420, yuv420_layout, mux_copy, commit, abort, stats, tmp, final) and the same
 guarantees: the output appears only at commit (temp name + rename, done by the child), abort removes the temp file,
 and a child left behind by a killed parent notices, removes its temp file and exits.
 
-Protocol (parent → child on one pipe): ("frame", pts, shape) followed by the raw uint8 bytes; ("copy", index,
-data, pts, dts, time_base, keyframe, duration) for a remuxed packet; ("commit",); ("abort",). Child → parent:
-("ready", tmp, warnings) once the output is open, ("done", stats) after commit, ("error", class, message, hint).
+Protocol (parent → child on one pipe): ("ring", name, slot_bytes) once, then ("frame", slot, pts, shape, yuv) for a
+frame in slot `slot` of the ring; ("frame", None, pts, shape, yuv) followed by the raw bytes when a frame does not fit
+a slot; ("copy", index, data, pts, dts, time_base, keyframe, duration) for a remuxed packet; ("commit",); ("abort",).
+Child → parent: ("ready", tmp, warnings, layout) once the output is open, ("free", slot) when a slot's frame is
+encoded, ("done", stats) after commit, ("error", class, message, hint).
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
 
 _ERRORS: dict[str, type[MambastError]] = {"OutputError": OutputError, "UsageError": UsageError,
                                           "InputError": InputError}
+#: frames in flight between the parent and the encoder (a 1080p ring: 8 × 3.1 MB of YUV planes, or 8 × 6.2 MB RGB)
+SLOTS = 8
 
 
 def encoder_mode() -> str:
@@ -53,9 +60,11 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
     except BaseException as e:  # noqa: BLE001  reported to the parent
         res.send(_error_message(e))
         return
-    res.send(("ready", writer.tmp, warnings))
+    res.send(("ready", writer.tmp, warnings, writer.yuv420_layout()))
     parent = os.getppid()
     buf = bytearray()
+    ring: Any = None
+    slot_bytes = 0
     try:
         while True:
             while not cmd.poll(1.0):
@@ -64,13 +73,22 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
                     return
             msg = cmd.recv()
             kind = msg[0]
-            if kind == "frame":
-                _, pts, shape = msg
-                n = int(shape[0]) * int(shape[1]) * int(shape[2])
-                if len(buf) != n:
-                    buf = bytearray(n)
-                cmd.recv_bytes_into(buf)
-                writer.write(np.frombuffer(buf, dtype=np.uint8).reshape(shape), pts)   # copies out of buf
+            if kind == "ring":
+                ring, slot_bytes = _attach(msg[1]), msg[2]
+            elif kind == "frame":
+                _, slot, pts, shape, yuv = msg
+                if slot is None:                         # the bytes follow on the pipe
+                    n = int(np.prod(shape))
+                    if len(buf) != n:
+                        buf = bytearray(n)
+                    cmd.recv_bytes_into(buf)
+                    frame = np.frombuffer(buf, dtype=np.uint8).reshape(shape)
+                else:
+                    frame = np.ndarray(shape, dtype=np.uint8, buffer=ring.buf, offset=slot * slot_bytes)
+                (writer.write_yuv420 if yuv else writer.write)(frame, pts)   # both copy the frame out
+                del frame
+                if slot is not None:
+                    res.send(("free", slot))
             elif kind == "copy":
                 import av
 
@@ -93,6 +111,42 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
             res.send(_error_message(e))
         except OSError:
             pass
+    finally:
+        if ring is not None:
+            ring.close()
+
+
+def _attach(name: str) -> Any:
+    """The child's view of the parent's shared-memory ring (an object with ``.buf`` and ``.close()``). The parent
+    owns the segment (creates and unlinks it). On Linux the child maps /dev/shm/<name> itself: attaching through
+    `multiprocessing.shared_memory` would register the segment with the resource tracker the child shares with the
+    parent (before Python 3.13), which then unlinks it or complains when the two unregister it."""
+    import mmap
+
+    path = os.path.join("/dev/shm", name.lstrip("/"))
+    if os.path.exists(path):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            return _Mapped(mmap.mmap(fd, os.fstat(fd).st_size))
+        finally:
+            os.close(fd)
+    from multiprocessing import shared_memory
+
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)      # type: ignore[call-arg]  (Python ≥ 3.13)
+    except TypeError:
+        return shared_memory.SharedMemory(name=name)                  # may leave a tracker warning at exit
+
+
+class _Mapped:
+    """A mapped segment with SharedMemory's ``buf`` and ``close``."""
+
+    def __init__(self, m: Any) -> None:
+        self._m, self.buf = m, memoryview(m)
+
+    def close(self) -> None:
+        self.buf.release()
+        self._m.close()
 
 
 def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
@@ -135,15 +189,27 @@ class ProcessVideoWriter:
         cmd_r.close()
         res_w.close()
         self._done = False
+        self._ring: Any = None             # created with the first frame (its size is the frame's)
+        self._slot_bytes = 0
+        self._free: list[int] = []
+        self._layout: tuple[int, bool] | None = None
         msg = self._reply()
         if msg[0] == "ready":
-            self.tmp = msg[1]
+            self.tmp, self._layout = msg[1], msg[3]
             for w in msg[2]:
                 if on_warning:
                     on_warning(w)
 
     def _reply(self) -> tuple:
-        """The child's next message; raises its error, or OutputError if it died without one."""
+        """The child's next message other than "free" (those return their slot to the ring); raises the child's
+        error, or OutputError if it died without one."""
+        while True:
+            msg = self._next()
+            if msg[0] != "free":
+                return msg
+            self._free.append(msg[1])
+
+    def _next(self) -> tuple:
         while not self._res.poll(0.5):
             if not self._proc.is_alive() and not self._res.poll(0):
                 self._done = True
@@ -163,8 +229,11 @@ class ProcessVideoWriter:
     def _send(self, msg: tuple, payload: Any = None) -> None:
         if self._done:
             raise OutputError(f"cannot write {self.final}: the encoder process has stopped")
-        if self._res.poll(0):                            # an error the child reported since the last call
-            self._reply()
+        while self._res.poll(0):                         # freed slots, or an error the child reported since
+            msg0 = self._next()
+            if msg0[0] != "free":
+                raise OutputError(f"cannot write {self.final}: unexpected message from the encoder: {msg0[0]}")
+            self._free.append(msg0[1])
         try:
             self._cmd.send(msg)
             if payload is not None:
@@ -177,12 +246,47 @@ class ProcessVideoWriter:
 
     def write(self, image: Any, pts: int) -> None:
         """Send one RGB frame ((H, W, 3) uint8, at least the encoder size; cropped here) to the encoder."""
-        import numpy as np
-
         if image.shape[0] != self.height or image.shape[1] != self.width:
             image = image[: self.height, : self.width]
-        image = np.ascontiguousarray(image, dtype=np.uint8)
-        self._send(("frame", pts, image.shape), memoryview(image).cast("B"))
+        self._frame(image, pts, yuv=False)
+
+    def yuv420_layout(self) -> tuple[int, bool] | None:
+        """As `VideoWriter.yuv420_layout` (the child's writer answered it when it opened the output)."""
+        return self._layout
+
+    def write_yuv420(self, planes: Any, pts: int) -> None:
+        """Send one frame as YUV 4:2:0 planes ((height * 3 // 2, width) uint8; see `VideoWriter.write_yuv420`)."""
+        self._frame(planes, pts, yuv=True)
+
+    def _frame(self, frame: Any, pts: int, *, yuv: bool) -> None:
+        """Copy the frame into a free slot of the ring (waiting for the child to free one) and send its number; a
+        frame larger than a slot goes down the pipe instead."""
+        import numpy as np
+        from multiprocessing import shared_memory
+
+        t0 = time.perf_counter()
+        if self._ring is None and not self._done:
+            self._slot_bytes = int(frame.nbytes)
+            self._ring = shared_memory.SharedMemory(create=True, size=SLOTS * self._slot_bytes)
+            self._free = list(range(SLOTS))
+            self._send(("ring", self._ring.name, self._slot_bytes))
+        if frame.nbytes > self._slot_bytes:
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            self._send(("frame", None, pts, frame.shape, yuv), memoryview(frame).cast("B"))
+            return
+        while not self._free:                            # all slots in flight: wait for the child to free one
+            if self._done:
+                raise OutputError(f"cannot write {self.final}: the encoder process has stopped")
+            msg = self._next()
+            if msg[0] != "free":
+                raise OutputError(f"cannot write {self.final}: unexpected message from the encoder: {msg[0]}")
+            self._free.append(msg[1])
+        slot = self._free.pop()
+        self.stats["slot_wait_s"] = self.stats.get("slot_wait_s", 0.0) + time.perf_counter() - t0
+        view = np.ndarray(frame.shape, dtype=np.uint8, buffer=self._ring.buf, offset=slot * self._slot_bytes)
+        np.copyto(view, frame)                           # one copy; numpy releases the GIL for it
+        del view
+        self._send(("frame", slot, pts, frame.shape, yuv))
 
     def mux_copy(self, index: int, packet: Any) -> None:
         """Send one packet of a copied stream (already time-shifted) to be remuxed."""
@@ -196,10 +300,13 @@ class ProcessVideoWriter:
             OutputError: the child could not finish (its temporary file is removed).
         """
         t0 = time.perf_counter()
-        self._send(("commit",))
-        msg = self._reply()
-        self._done = True
+        try:
+            self._send(("commit",))
+            msg = self._reply()
+        finally:
+            self._done = True
         self._proc.join(timeout=30)
+        self._release_ring()
         self.stats.update(msg[1])
         self.stats["commit_wait_s"] = time.perf_counter() - t0
 
@@ -215,11 +322,19 @@ class ProcessVideoWriter:
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(timeout=5)
+        self._release_ring()
         if self.tmp:
             try:
                 os.unlink(self.tmp)
             except OSError:
                 pass
+
+
+    def _release_ring(self) -> None:
+        if self._ring is not None:
+            ring, self._ring = self._ring, None
+            ring.close()
+            ring.unlink()
 
 
 def make_writer(final: str | os.PathLike[str], info: Any, **kwargs: Any) -> Any:
