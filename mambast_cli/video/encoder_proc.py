@@ -29,6 +29,9 @@ import time
 from typing import Any
 
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
+from mambast_cli.video import ring
+from mambast_cli.video.ring import attach
+from mambast_cli.video.ring import slot as ring_slot
 
 _ERRORS: dict[str, type[MambastError]] = {"OutputError": OutputError, "UsageError": UsageError,
                                           "InputError": InputError}
@@ -63,7 +66,7 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
     res.send(("ready", writer.tmp, warnings, writer.yuv420_layout()))
     parent = os.getppid()
     buf = bytearray()
-    ring: Any = None
+    shm: Any = None
     slot_bytes = 0
     try:
         while True:
@@ -74,7 +77,7 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
             msg = cmd.recv()
             kind = msg[0]
             if kind == "ring":
-                ring, slot_bytes = _attach(msg[1]), msg[2]
+                shm, slot_bytes = attach(msg[1]), msg[2]
             elif kind == "frame":
                 _, slot, pts, shape, yuv = msg
                 if slot is None:                         # the bytes follow on the pipe
@@ -84,7 +87,7 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
                     cmd.recv_bytes_into(buf)
                     frame = np.frombuffer(buf, dtype=np.uint8).reshape(shape)
                 else:
-                    frame = np.ndarray(shape, dtype=np.uint8, buffer=ring.buf, offset=slot * slot_bytes)
+                    frame = ring_slot(shm, slot, slot_bytes, shape)
                 (writer.write_yuv420 if yuv else writer.write)(frame, pts)   # both copy the frame out
                 del frame
                 if slot is not None:
@@ -112,41 +115,8 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
         except OSError:
             pass
     finally:
-        if ring is not None:
-            ring.close()
-
-
-def _attach(name: str) -> Any:
-    """The child's view of the parent's shared-memory ring (an object with ``.buf`` and ``.close()``). The parent
-    owns the segment (creates and unlinks it). On Linux the child maps /dev/shm/<name> itself: attaching through
-    `multiprocessing.shared_memory` would register the segment with the resource tracker the child shares with the
-    parent (before Python 3.13), which then unlinks it or complains when the two unregister it."""
-    import mmap
-
-    path = os.path.join("/dev/shm", name.lstrip("/"))
-    if os.path.exists(path):
-        fd = os.open(path, os.O_RDWR)
-        try:
-            return _Mapped(mmap.mmap(fd, os.fstat(fd).st_size))
-        finally:
-            os.close(fd)
-    from multiprocessing import shared_memory
-
-    try:
-        return shared_memory.SharedMemory(name=name, track=False)      # type: ignore[call-arg]  (Python ≥ 3.13)
-    except TypeError:
-        return shared_memory.SharedMemory(name=name)                  # may leave a tracker warning at exit
-
-
-class _Mapped:
-    """A mapped segment with SharedMemory's ``buf`` and ``close``."""
-
-    def __init__(self, m: Any) -> None:
-        self._m, self.buf = m, memoryview(m)
-
-    def close(self) -> None:
-        self.buf.release()
-        self._m.close()
+        if shm is not None:
+            shm.close()
 
 
 def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
@@ -262,12 +232,11 @@ class ProcessVideoWriter:
         """Copy the frame into a free slot of the ring (waiting for the child to free one) and send its number; a
         frame larger than a slot goes down the pipe instead."""
         import numpy as np
-        from multiprocessing import shared_memory
 
         t0 = time.perf_counter()
         if self._ring is None and not self._done:
             self._slot_bytes = int(frame.nbytes)
-            self._ring = shared_memory.SharedMemory(create=True, size=SLOTS * self._slot_bytes)
+            self._ring = ring.create(SLOTS * self._slot_bytes)
             self._free = list(range(SLOTS))
             self._send(("ring", self._ring.name, self._slot_bytes))
         if frame.nbytes > self._slot_bytes:
@@ -283,7 +252,7 @@ class ProcessVideoWriter:
             self._free.append(msg[1])
         slot = self._free.pop()
         self.stats["slot_wait_s"] = self.stats.get("slot_wait_s", 0.0) + time.perf_counter() - t0
-        view = np.ndarray(frame.shape, dtype=np.uint8, buffer=self._ring.buf, offset=slot * self._slot_bytes)
+        view = ring.slot(self._ring, slot, self._slot_bytes, frame.shape)
         np.copyto(view, frame)                           # one copy; numpy releases the GIL for it
         del view
         self._send(("frame", slot, pts, frame.shape, yuv))
@@ -332,9 +301,8 @@ class ProcessVideoWriter:
 
     def _release_ring(self) -> None:
         if self._ring is not None:
-            ring, self._ring = self._ring, None
-            ring.close()
-            ring.unlink()
+            r, self._ring = self._ring, None
+            ring.release(r)
 
 
 def make_writer(final: str | os.PathLike[str], info: Any, **kwargs: Any) -> Any:
