@@ -8,7 +8,8 @@ threads need only two cores.
     python scripts/probe_av_gil.py [SWITCH_INTERVAL_S]      # default 0.005, Python's own default
 
 Then the video job's case: the writer fed from a thread while the main thread runs Python, with the encode thread
-(VideoWriter) and with the encoder process (ProcessVideoWriter, MAMBAST_VIDEO_ENCODER=process).
+(VideoWriter) and with the encoder process (ProcessVideoWriter, MAMBAST_VIDEO_ENCODER=process); then the reader
+in its thread and in the decoder process (MAMBAST_VIDEO_DECODER=process).
 """
 import io
 import sys
@@ -106,6 +107,33 @@ def writer_probe() -> None:
                   f"{r / b:4.0%} of its speed meanwhile")
 
 
+def reader_probe() -> None:
+    """The video job's reader: 40 1080p frames read (decode + rgb24) from a thread while the main thread runs Python,
+    with the reader in that thread (`read_frames`) and in a child process (`read_frames_in_process`,
+    MAMBAST_VIDEO_DECODER=process)."""
+    import os
+    import tempfile
+
+    from mambast_cli.video import io as vio
+    from mambast_cli.video.decoder_proc import read_frames_in_process
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "clip.mp4")
+        with open(path, "wb") as f:
+            f.write(clip())
+        info = vio.probe(path)
+        for name, read in (("reader thread", vio.read_frames), ("decoder process", read_frames_in_process)):
+            n = []
+            t0 = time.perf_counter()
+            th = threading.Thread(target=lambda: n.extend(1 for x in read(info, size=(W, H))
+                                                          if isinstance(x, vio.DecodedFrame)))
+            th.start()
+            r = spin(th)
+            th.join()
+            print(f"{name:21} {len(n)} frames in {time.perf_counter() - t0:5.2f} s; a Python loop in the main thread "
+                  f"ran at {r / b:4.0%} of its speed meanwhile")
+
+
 def step_probe() -> None:
     """Each PyAV step alone vs beside a Python loop."""
     global b
@@ -122,3 +150,4 @@ def step_probe() -> None:
 if __name__ == "__main__":
     step_probe()
     writer_probe()
+    reader_probe()

@@ -301,6 +301,7 @@ def process_video(
     import torch
 
     from mambast_cli.io import target_size
+    from mambast_cli.video.decoder_proc import decoder_mode, read_frames_in_process
     from mambast_cli.video.stability import TemporalSmoother
 
     emit = on_event or (lambda e: None)
@@ -364,15 +365,21 @@ def process_video(
     mstats = {"read_wait_s": 0.0, "buffer_wait_s": 0.0, "stack_s": 0.0, "writer_wait_s": 0.0}   # the main thread
     errors: list[BaseException] = []
 
+    # the reader runs in this process's thread, or (MAMBAST_VIDEO_DECODER=process) feeds it from a child process
+    read = read_frames_in_process if decoder_mode() == "process" else vio.read_frames
+
     def reader() -> None:
+        items = read(info, size=(W, H), start_s=opts.start, duration_s=opts.duration,
+                     copy=opts.copy_streams and not job.sequence, stats=rstats)
         try:
-            for item in vio.read_frames(info, size=(W, H), start_s=opts.start, duration_s=opts.duration,
-                                        copy=opts.copy_streams and not job.sequence, stats=rstats):
+            for item in items:
                 if not _put(q_in, item, stop):
                     return
             _put(q_in, _END, stop)
         except BaseException as e:  # noqa: BLE001  handed to the main thread
             _put(q_in, _Failed(e), stop)
+        finally:
+            items.close()            # now, not when collected: the file, or the decoder process, is let go
 
     def write_loop() -> None:
         try:

@@ -6,7 +6,8 @@
 #           then the folder with nvJPEG (decode_resize now converts a batch in one call).
 #   PART=2: several worker processes on the GPU (never measured with numpy staging; session 5's PART=6).
 #   PART=3: the video job (as in session 6, now with the main thread's waits), the same with the encoder process
-#           (frames through shared memory since session 6), and the engine rows (the machine against session 6).
+#           (frames through shared memory since session 6), then with the decoder process too.
+#   PART=4: the engine rows (this machine against session 6's).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -31,9 +32,12 @@ elif [ "$PART" = 2 ]; then
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,4 --images 3000 --json-out $OUT/multi7.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 3 ]; then
   timeout 200 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 --json-out $OUT/video7.json 2>&1 | grep -v -i warn | tail -3
-  # the encoder process, frames through shared memory as YUV planes (session 6)
-  MAMBAST_VIDEO_ENCODER=process timeout 200 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 \
-    --json-out $OUT/video7_proc.json 2>&1 | grep -v -i warn | tail -1
+  # the encoder process (frames through shared memory, YUV planes), then the decoder process too (session 6)
+  MAMBAST_VIDEO_ENCODER=process timeout 170 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 \
+    --json-out $OUT/video7_enc.json 2>&1 | grep -v -i warn | tail -1
+  MAMBAST_VIDEO_ENCODER=process MAMBAST_VIDEO_DECODER=process timeout 170 python3 scripts/bench_video.py --frames 480 \
+    --presets superfast --smooth 4 --json-out $OUT/video7_encdec.json 2>&1 | grep -v -i warn | tail -1
+elif [ "$PART" = 4 ]; then
   timeout 180 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 --large 2160x3840 --curve none \
     --no-baseline --json > $OUT/engine7.json 2> $OUT/engine7.err
   python3 -c "import json,sys; from mambast_cli.engine.bench import format_report; print(format_report(json.load(open(sys.argv[1]))))" $OUT/engine7.json | tail -17
