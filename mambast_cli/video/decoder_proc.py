@@ -12,8 +12,8 @@ Status: opt-in (env ``MAMBAST_VIDEO_DECODER=process``); the default is the reade
 exits on its own if the parent is killed.
 
 Protocol (child → parent): ("frame", slot, pts) for a frame in slot `slot`; ("packet", index, data, pts, dts,
-time_base, keyframe, duration); ("end", decode_s); ("error", class, message, hint). Parent → child: ("free", slot),
-("stop",).
+time_base, keyframe, duration); ("end", decode_s); ("error", class, message, hint). Parent → child: ("free", slot).
+When the parent stops reading (the end, an error, or the consumer let go) it terminates the child, which only reads.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def decoder_mode() -> str:
 
 
 def _child_main(cmd: Any, res: Any, name: str, slots: int, slot_bytes: int, info: Any, kw: dict) -> None:
-    """The child: read_frames into the ring, packets down the pipe, until the end, an error or "stop"."""
+    """The child: read_frames into the ring, packets down the pipe, until the end or an error (or the parent ends
+    it)."""
     from mambast_cli.video.io import DecodedFrame, read_frames
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C goes to the parent, which stops reading
@@ -53,7 +54,7 @@ def _child_main(cmd: Any, res: Any, name: str, slots: int, slot_bytes: int, info
     stats: dict[str, float] = {}
 
     def wait_free() -> bool:
-        """Collect freed slots; block until one is free. False: the parent said stop or is gone."""
+        """Collect freed slots; block until one is free. False: the parent is gone."""
         while not free or cmd.poll(0):
             if not cmd.poll(1.0):
                 if os.getppid() != parent:
@@ -156,14 +157,10 @@ def read_frames_in_process(info: Any, *, size: tuple[int, int], start_s: float =
             else:                                        # "error"
                 raise _ERRORS.get(msg[1], InputError)(msg[2], hint=msg[3])
     finally:                                             # the end, an error, or the consumer stopped reading
-        try:
-            cmd.send(("stop",))
-        except OSError:
-            pass
-        proc.join(timeout=5)
+        # the child only reads: stopping it at once is safe (it may be blocked sending a message nobody will read)
         if proc.is_alive():
             proc.terminate()
-            proc.join(timeout=5)
+        proc.join(timeout=5)
         cmd.close()
         res.close()
         ring.release(shm)
