@@ -13,13 +13,12 @@ av = pytest.importorskip("av")
 pytest.importorskip("torch")
 
 from mambast_cli.errors import InputError  # noqa: E402
-from mambast_cli.video import VideoOptions, run_videos  # noqa: E402
 from mambast_cli.video import decoder_proc  # noqa: E402
 from mambast_cli.video import io as vio  # noqa: E402
 from mambast_cli.video.decoder_proc import decoder_mode, read_frames_in_process  # noqa: E402
 
-from tests.test_video import engine, make_video, no_temp_left, style  # noqa: E402,F401
-from tests.test_video_encoder_proc import _rings, decoded  # noqa: E402
+from tests.test_video import audio_packets, engine, make_video, style  # noqa: E402,F401
+from tests.test_video_encoder_proc import _rings, decoded, job_in_both_modes  # noqa: E402
 
 
 def _items(it) -> list[tuple]:
@@ -76,14 +75,7 @@ def test_corrupt_input_and_early_stop(tmp_path: Path) -> None:
 
 
 def test_video_job_with_the_decoder_process(tmp_path: Path, engine, style: str, monkeypatch) -> None:  # noqa: F811
-    src = tmp_path / "clip.mp4"
-    make_video(src, w=47, h=33, n=14, vfr=True, rotation=90, pix_fmt="yuv444p")
-    outs = {}
-    for mode in ("thread", "process"):
-        monkeypatch.setenv("MAMBAST_VIDEO_DECODER", mode)
-        outs[mode] = tmp_path / mode / "styled.mp4"
-        rep = run_videos([src], style, engine, VideoOptions(output=str(outs[mode])))
-        assert rep.ok and rep.items[0].frames == 14, rep
-        assert no_temp_left(outs[mode].parent)
+    src, _, outs = job_in_both_modes(tmp_path, engine, style, monkeypatch, "MAMBAST_VIDEO_DECODER")
     a, b = decoded(outs["thread"]), decoded(outs["process"])
     assert len(a) == len(b) == 14 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert audio_packets(outs["process"]) == audio_packets(src) and audio_packets(src)     # copied through the pipe

@@ -36,16 +36,23 @@ def test_mode_switch(monkeypatch) -> None:
     assert encoder_mode() == "process"
 
 
-def test_process_encoder_gives_the_same_file_contents(tmp_path: Path, engine, style: str, monkeypatch) -> None:  # noqa: F811
+def job_in_both_modes(tmp_path: Path, engine, style: str, monkeypatch, env: str) -> tuple[Path, list, dict]:  # noqa: F811
+    """One VFR, rotated, odd-sized clip with audio through the video job with `env` = thread, then = process:
+    (source, its frame times, {mode: output}); both jobs complete and leave no temporaries."""
     src = tmp_path / "clip.mp4"
     times = make_video(src, w=47, h=33, n=14, vfr=True, rotation=90, pix_fmt="yuv444p")
     outs = {}
     for mode in ("thread", "process"):
-        monkeypatch.setenv("MAMBAST_VIDEO_ENCODER", mode)
+        monkeypatch.setenv(env, mode)
         outs[mode] = tmp_path / mode / "styled.mp4"
         rep = run_videos([src], style, engine, VideoOptions(output=str(outs[mode])))
         assert rep.ok and rep.items[0].frames == 14, rep
         assert no_temp_left(outs[mode].parent)
+    return src, times, outs
+
+
+def test_process_encoder_gives_the_same_file_contents(tmp_path: Path, engine, style: str, monkeypatch) -> None:  # noqa: F811
+    src, times, outs = job_in_both_modes(tmp_path, engine, style, monkeypatch, "MAMBAST_VIDEO_ENCODER")
     f = video_facts(outs["process"])
     assert np.allclose(f["times"], times, atol=1e-3) and f["size"] == (32, 46)
     assert audio_packets(outs["process"]) == audio_packets(src) and audio_packets(src)     # audio remuxed as is

@@ -11,8 +11,8 @@ Status: opt-in (env ``MAMBAST_VIDEO_DECODER=process``); the default is the reade
 `read_frames` (tested), the same InputError for a corrupt input; the child stops when the parent stops reading, and
 exits on its own if the parent is killed.
 
-Protocol (child → parent): ("frame", slot, pts) for a frame in slot `slot`; ("packet", index, data, pts, dts,
-time_base, keyframe, duration); ("end", decode_s); ("error", class, message, hint). Parent → child: ("free", slot).
+Protocol (child → parent): ("frame", slot, pts) for a frame in slot `slot`; ("packet", index, fields) for a copied
+packet (`ring.packet_fields`); ("end", decode_s); ("error", class, message, hint). Parent → child: ("free", slot).
 When the parent stops reading (the end, an error, or the consumer let go) it terminates the child, which only reads.
 """
 from __future__ import annotations
@@ -77,9 +77,7 @@ def _child_main(cmd: Any, res: Any, name: str, slots: int, slot_bytes: int, info
                 del view
                 res.send(("frame", k, item.pts))
             else:
-                p = item.packet
-                res.send(("packet", item.index, bytes(p), p.pts, p.dts, p.time_base, bool(p.is_keyframe),
-                          p.duration))
+                res.send(("packet", item.index, ring.packet_fields(item.packet)))
         res.send(("end", stats.get("decode_s", 0.0)))
     except (BrokenPipeError, EOFError):
         pass                                             # the parent has gone
@@ -106,7 +104,6 @@ def read_frames_in_process(info: Any, *, size: tuple[int, int], start_s: float =
     """
     import multiprocessing as mp
 
-    import av
     import numpy as np
 
     from mambast_cli.video.io import CopiedPacket, DecodedFrame
@@ -144,12 +141,7 @@ def read_frames_in_process(info: Any, *, size: tuple[int, int], start_s: float =
                     stats["copy_s"] = stats.get("copy_s", 0.0) + time.perf_counter() - t0
                 yield DecodedFrame(pts, image)
             elif kind == "packet":
-                _, index, data, pts, dts, tb, key, duration = msg
-                pkt = av.Packet(data)
-                pkt.pts, pkt.dts, pkt.time_base, pkt.is_keyframe = pts, dts, tb, key
-                if duration:
-                    pkt.duration = duration
-                yield CopiedPacket(index, pkt)
+                yield CopiedPacket(msg[1], ring.packet_from_fields(msg[2]))
             elif kind == "end":
                 if stats is not None:
                     stats["decode_s"] = stats.get("decode_s", 0.0) + msg[1]

@@ -17,7 +17,7 @@ and a child left behind by a killed parent notices, removes its temp file and ex
 
 Protocol (parent → child on one pipe): ("ring", name, slot_bytes) once, then ("frame", slot, pts, shape, yuv) for a
 frame in slot `slot` of the ring; ("frame", None, pts, shape, yuv) followed by the raw bytes when a frame does not fit
-a slot; ("copy", index, data, pts, dts, time_base, keyframe, duration) for a remuxed packet; ("commit",); ("abort",).
+a slot; ("copy", index, fields) for a remuxed packet (`ring.packet_fields`); ("commit",); ("abort",).
 Child → parent: ("ready", tmp, warnings, layout) once the output is open, ("free", slot) when a slot's frame is
 encoded, ("done", stats) after commit, ("error", class, message, hint).
 """
@@ -93,14 +93,7 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
                 if slot is not None:
                     res.send(("free", slot))
             elif kind == "copy":
-                import av
-
-                _, index, data, pts, dts, tb, key, duration = msg
-                pkt = av.Packet(data)
-                pkt.pts, pkt.dts, pkt.time_base, pkt.is_keyframe = pts, dts, tb, key
-                if duration:
-                    pkt.duration = duration
-                writer.mux_copy(index, pkt)
+                writer.mux_copy(msg[1], ring.packet_from_fields(msg[2]))
             elif kind == "commit":
                 writer.commit()
                 res.send(("done", dict(writer.stats)))
@@ -259,8 +252,7 @@ class ProcessVideoWriter:
 
     def mux_copy(self, index: int, packet: Any) -> None:
         """Send one packet of a copied stream (already time-shifted) to be remuxed."""
-        self._send(("copy", index, bytes(packet), packet.pts, packet.dts, packet.time_base, bool(packet.is_keyframe),
-                    packet.duration))
+        self._send(("copy", index, ring.packet_fields(packet)))
 
     def commit(self) -> None:
         """Flush, close and rename in the child; returns when the output is in place.

@@ -1,4 +1,5 @@
-"""A ring of equal slots in shared memory, for frames between the video job and its helper processes.
+"""A ring of equal slots in shared memory, for frames between the video job and its helper processes (and the
+form in which a copied packet crosses their pipes).
 
 The parent owns the segment: `create` makes it, `release` unmaps and unlinks it. The child maps it with `attach`:
 on Linux straight from /dev/shm, because attaching through `multiprocessing.shared_memory` would register the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["attach", "create", "release", "slot"]
+__all__ = ["attach", "create", "packet_fields", "packet_from_fields", "release", "slot"]
 
 
 def create(nbytes: int) -> Any:
@@ -61,3 +62,20 @@ def attach(name: str) -> Any:
         return shared_memory.SharedMemory(name=name, track=False)      # type: ignore[call-arg]  (Python ≥ 3.13)
     except TypeError:
         return shared_memory.SharedMemory(name=name)                  # may leave a tracker warning at exit
+
+
+def packet_fields(packet: Any) -> tuple:
+    """A PyAV packet as picklable fields: (data, pts, dts, time_base, keyframe, duration)."""
+    return bytes(packet), packet.pts, packet.dts, packet.time_base, bool(packet.is_keyframe), packet.duration
+
+
+def packet_from_fields(fields: tuple) -> Any:
+    """The PyAV packet that `packet_fields` described."""
+    import av
+
+    data, pts, dts, tb, key, duration = fields
+    pkt = av.Packet(data)
+    pkt.pts, pkt.dts, pkt.time_base, pkt.is_keyframe = pts, dts, tb, key
+    if duration:
+        pkt.duration = duration
+    return pkt
