@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke test of this script only)")
     ap.add_argument("--codec-only", action="store_true", help="only the decode and encode rows (no model: any CPU box)")
+    ap.add_argument("--job-only", action="store_true",
+                    help="only the full-job rows (after a warm-up); with --workdir a clip made by an earlier run is reused")
     a = ap.parse_args()
 
     import numpy as np
@@ -90,11 +92,13 @@ def main() -> int:
 
     work = a.workdir or tempfile.mkdtemp(prefix="mambast-bench-video-")
     os.makedirs(work, exist_ok=True)
-    clip = os.path.join(work, "clip1080.mp4")
+    clip = os.path.join(work, f"clip_{a.width}x{a.height}_{a.frames}.mp4")
     style = os.path.join(work, "style.png")
     Image.fromarray((np.random.default_rng(1).random((512, 512, 3)) * 255).astype(np.uint8)).save(style)
     t0 = time.perf_counter()
-    make_clip(clip, a.width, a.height, a.frames)
+    if not (a.workdir and os.path.exists(clip)):          # a clip of this size from an earlier run in --workdir: reused
+        make_clip(clip + ".part.mp4", a.width, a.height, a.frames)
+        os.replace(clip + ".part.mp4", clip)
     rows: list[dict] = []
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "cpus": os.cpu_count(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -102,11 +106,13 @@ def main() -> int:
 
     # decode only
     info = vio.probe(clip)
-    t0 = time.perf_counter()
-    n = sum(1 for it in vio.read_frames(info, size=(info.width, info.height), copy=True) if isinstance(it, vio.DecodedFrame))
-    dt = time.perf_counter() - t0
-    rows.append({"what": "decode only (→ RGB)", "fps": round(n / dt, 1)})
-    print(rows[-1], flush=True)
+    if not a.job_only:
+        t0 = time.perf_counter()
+        n = sum(1 for it in vio.read_frames(info, size=(info.width, info.height), copy=True)
+                if isinstance(it, vio.DecodedFrame))
+        dt = time.perf_counter() - t0
+        rows.append({"what": "decode only (→ RGB)", "fps": round(n / dt, 1)})
+        print(rows[-1], flush=True)
     frames = [it.image for it, _ in zip((x for x in vio.read_frames(info, size=(info.width, info.height), copy=False)
                                          if isinstance(x, vio.DecodedFrame)), range(32))]
 
@@ -133,7 +139,7 @@ def main() -> int:
     probe_writer.abort()
     planes = None if lay is None else [
         yuv420_planes(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255, *lay)[0].numpy() for f in frames]
-    for preset in a.presets:
+    for preset in [] if a.job_only else a.presets:
         encode_only(f"encode only libx264 {preset} crf18", preset, frames, "write")
         if planes is not None:
             encode_only(f"encode only libx264 {preset} crf18, from YUV planes", preset, planes, "write_yuv420")
@@ -154,13 +160,14 @@ def main() -> int:
         eng.stylize(x, handle)   # warm-up (and compile)
     torch.cuda.synchronize() if torch.cuda.is_available() else None
     t0 = time.perf_counter()
-    reps = max(1, 64 // B)
+    reps = 0 if a.job_only else max(1, 64 // B)
     for _ in range(reps):
         eng.stylize(x, handle)
     dt = time.perf_counter() - t0
-    rows.append({"what": f"stylize only (batch {B}, float CPU in/out)", "fps": round(reps * B / dt, 1)})
-    print(rows[-1], flush=True)
-    if torch.cuda.is_available():   # as the video job runs it: on the device (CUDA graphs for frames up to 1 MP)
+    if reps:
+        rows.append({"what": f"stylize only (batch {B}, float CPU in/out)", "fps": round(reps * B / dt, 1)})
+        print(rows[-1], flush=True)
+    if torch.cuda.is_available() and reps:   # as the video job runs it: on the device (graphs for frames ≤ 1 MP)
         Bg = min(B, eng.max_graph_batch(info.height, info.width) or B)   # what the video job picks
         xd = x[:Bg].to(a.device)
         for _ in range(3):

@@ -31,12 +31,13 @@ if [ "${PART:-1}" = 1 ]; then
 elif [ "$PART" = 2 ]; then
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,4 --images 3000 --json-out $OUT/multi7.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 3 ]; then
-  timeout 200 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 --json-out $OUT/video7.json 2>&1 | grep -v -i warn | tail -3
+  V="python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 --workdir /tmp/bv7"   # one clip for all
+  timeout 200 $V --json-out $OUT/video7.json 2>&1 | grep -v -i warn | tail -3
   # the encoder process (frames through shared memory, YUV planes), then the decoder process too (session 6)
-  MAMBAST_VIDEO_ENCODER=process timeout 170 python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 \
-    --json-out $OUT/video7_enc.json 2>&1 | grep -v -i warn | tail -1
-  MAMBAST_VIDEO_ENCODER=process MAMBAST_VIDEO_DECODER=process timeout 170 python3 scripts/bench_video.py --frames 480 \
-    --presets superfast --smooth 4 --json-out $OUT/video7_encdec.json 2>&1 | grep -v -i warn | tail -1
+  MAMBAST_VIDEO_ENCODER=process timeout 120 $V --job-only --json-out $OUT/video7_enc.json 2>&1 | grep -v -i warn | tail -1
+  MAMBAST_VIDEO_ENCODER=process MAMBAST_VIDEO_DECODER=process timeout 120 $V --job-only \
+    --json-out $OUT/video7_encdec.json 2>&1 | grep -v -i warn | tail -1
+  timeout 120 $V --job-only --json-out $OUT/video7_again.json 2>&1 | grep -v -i warn | tail -1     # the default again
 elif [ "$PART" = 4 ]; then
   timeout 180 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 --large 2160x3840 --curve none \
     --no-baseline --json > $OUT/engine7.json 2> $OUT/engine7.err
