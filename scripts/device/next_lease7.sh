@@ -28,6 +28,7 @@ if [ "${PART:-1}" = 1 ]; then
   folder folder7_memfd 512; MAMBAST_ENCODE_MEMFD=0 folder folder7_bytesio 512; folder folder7_memfd_b 512
   MAMBAST_GPU_DECODE=1 folder folder7_nvjpeg 512
   folder folder7_256 256
+  cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_part1.json   # for kernels/tuned/ (scripts/bundle_tune_picks.py)
 elif [ "$PART" = 2 ]; then
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,4 --images 3000 --json-out $OUT/multi7.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 3 ]; then
@@ -42,4 +43,5 @@ elif [ "$PART" = 4 ]; then
   timeout 180 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --protocol 20x40 --large 2160x3840 --curve none \
     --no-baseline --json > $OUT/engine7.json 2> $OUT/engine7.err
   python3 -c "import json,sys; from mambast_cli.engine.bench import format_report; print(format_report(json.load(open(sys.argv[1]))))" $OUT/engine7.json | tail -17
+  cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_part4.json
 fi
