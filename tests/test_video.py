@@ -5,6 +5,7 @@ import json
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -275,7 +276,9 @@ def test_cli_exit_codes_json_and_skip(tmp_path: Path, engine, style: str, monkey
     assert no_temp_left(tmp_path)
 
 
-def test_cli_interrupt_leaves_nothing(tmp_path: Path, engine, style: str, monkeypatch) -> None:
+def interrupted_video_job(tmp_path: Path, engine, style: str, monkeypatch) -> tuple[Any, int]:
+    """`mambast video` on a 12-frame clip, batches of 2, with Ctrl-C raised in the second engine call: (the CLI
+    result, how many engine calls were made)."""
     calls = {"n": 0}
 
     class Boom:
@@ -292,6 +295,11 @@ def test_cli_interrupt_leaves_nothing(tmp_path: Path, engine, style: str, monkey
     src = tmp_path / "v.mp4"
     make_video(src, n=12)
     r = CliRunner().invoke(app, ["video", str(src), "--style", style, "-o", str(tmp_path / "o.mp4"), "--batch-size", "2"])
+    return r, calls["n"]
+
+
+def test_cli_interrupt_leaves_nothing(tmp_path: Path, engine, style: str, monkeypatch) -> None:
+    r, _ = interrupted_video_job(tmp_path, engine, style, monkeypatch)
     assert r.exit_code == 130
     assert not (tmp_path / "o.mp4").exists() and no_temp_left(tmp_path)
 

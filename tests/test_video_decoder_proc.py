@@ -87,26 +87,11 @@ def test_interrupt_with_both_helper_processes_leaves_nothing(tmp_path: Path, eng
     temporary file, no shared-memory ring and no child process left."""
     import multiprocessing as mp
 
-    from typer.testing import CliRunner
-
-    from tests.test_video import _app, no_temp_left
+    from mambast_cli.video import encoder_proc
+    from tests.test_video import interrupted_video_job, no_temp_left
 
     monkeypatch.setenv("MAMBAST_VIDEO_ENCODER", "process")
     monkeypatch.setenv("MAMBAST_VIDEO_DECODER", "process")
-    calls = {"n": 0}
-
-    class Boom:
-        def __getattr__(self, name):
-            return getattr(engine, name)
-
-        def stylize(self, *a, **k):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise KeyboardInterrupt
-            return engine.stylize(*a, **k)
-
-    from mambast_cli.video import encoder_proc
-
     used = []
     real_read, real_writer = decoder_proc.read_frames_in_process, encoder_proc.ProcessVideoWriter
     monkeypatch.setattr(decoder_proc, "read_frames_in_process", lambda *a, **k: used.append("reader") or real_read(*a, **k))
@@ -118,10 +103,7 @@ def test_interrupt_with_both_helper_processes_leaves_nothing(tmp_path: Path, eng
 
     monkeypatch.setattr(encoder_proc, "ProcessVideoWriter", Writer)
     before = _rings()
-    src = tmp_path / "v.mp4"
-    make_video(src, n=12)
-    r = CliRunner().invoke(_app(Boom(), monkeypatch),
-                           ["video", str(src), "--style", style, "-o", str(tmp_path / "o.mp4"), "--batch-size", "2"])
-    assert r.exit_code == 130 and calls["n"] == 2 and sorted(used) == ["reader", "writer"]
+    r, n_calls = interrupted_video_job(tmp_path, engine, style, monkeypatch)
+    assert r.exit_code == 130 and n_calls == 2 and sorted(used) == ["reader", "writer"]
     assert not (tmp_path / "o.mp4").exists() and no_temp_left(tmp_path)
     assert _rings() == before and not [p for p in mp.active_children() if p.name.startswith("mambast-")]

@@ -230,8 +230,10 @@ WRITE_BUDGET_BYTES = 512 * 1024 * 1024
 class _Item:
     ci: int
     styles: tuple[int, ...]
-    pixels: Any  # (H, W, 3) uint8 numpy array for a CUDA engine (converted there), a _Jpeg to decode on the GPU,
-    t0: float    # or (CPU engine) a (3, H, W) float tensor
+    # (H, W, 3) uint8 numpy array for a CUDA engine (converted there), a _Jpeg to decode on the GPU, or (CPU engine)
+    # a (3, H, W) float tensor
+    pixels: Any
+    t0: float
 
 
 def _is_cuda(device: Any) -> bool:
@@ -667,7 +669,7 @@ class _Runner:
                 self.item_error(it.ci, si, e)
                 continue
             kept.append(it)
-            pictures.append(np.asarray(img, dtype=np.uint8))
+            pictures.append(image_to_array(img))
         with self.lock:
             self.report.gpu_decode_fallbacks += len(chunk)
         return kept, (upload_frames(pictures, self.engine.device) if kept else None)

@@ -30,8 +30,6 @@ from typing import Any
 
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
 from mambast_cli.video import ring
-from mambast_cli.video.ring import attach
-from mambast_cli.video.ring import slot as ring_slot
 
 _ERRORS: dict[str, type[MambastError]] = {"OutputError": OutputError, "UsageError": UsageError,
                                           "InputError": InputError}
@@ -77,7 +75,7 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
             msg = cmd.recv()
             kind = msg[0]
             if kind == "ring":
-                shm, slot_bytes = attach(msg[1]), msg[2]
+                shm, slot_bytes = ring.attach(msg[1]), msg[2]
             elif kind == "frame":
                 _, slot, pts, shape, yuv = msg
                 if slot is None:                         # the bytes follow on the pipe
@@ -87,7 +85,7 @@ def _child_main(cmd: Any, res: Any, final: str, info: Any, width: int, height: i
                     cmd.recv_bytes_into(buf)
                     frame = np.frombuffer(buf, dtype=np.uint8).reshape(shape)
                 else:
-                    frame = ring_slot(shm, slot, slot_bytes, shape)
+                    frame = ring.slot(shm, slot, slot_bytes, shape)
                 (writer.write_yuv420 if yuv else writer.write)(frame, pts)   # both copy the frame out
                 del frame
                 if slot is not None:
@@ -189,14 +187,21 @@ class ProcessVideoWriter:
             raise _ERRORS.get(msg[1], OutputError)(msg[2], hint=msg[3])
         return msg
 
+    def _collect_free(self, wait: bool) -> None:
+        """Take back the slots the child has freed (with `wait`, block until at least one is free); the child's
+        error, if it reported one, is raised here."""
+        while self._res.poll(0) or (wait and not self._free):
+            if self._done:
+                raise OutputError(f"cannot write {self.final}: the encoder process has stopped")
+            msg = self._next()
+            if msg[0] != "free":
+                raise OutputError(f"cannot write {self.final}: unexpected message from the encoder: {msg[0]}")
+            self._free.append(msg[1])
+
     def _send(self, msg: tuple, payload: Any = None) -> None:
         if self._done:
             raise OutputError(f"cannot write {self.final}: the encoder process has stopped")
-        while self._res.poll(0):                         # freed slots, or an error the child reported since
-            msg0 = self._next()
-            if msg0[0] != "free":
-                raise OutputError(f"cannot write {self.final}: unexpected message from the encoder: {msg0[0]}")
-            self._free.append(msg0[1])
+        self._collect_free(wait=False)                   # freed slots, or an error the child reported since
         try:
             self._cmd.send(msg)
             if payload is not None:
@@ -236,13 +241,7 @@ class ProcessVideoWriter:
             frame = np.ascontiguousarray(frame, dtype=np.uint8)
             self._send(("frame", None, pts, frame.shape, yuv), memoryview(frame).cast("B"))
             return
-        while not self._free:                            # all slots in flight: wait for the child to free one
-            if self._done:
-                raise OutputError(f"cannot write {self.final}: the encoder process has stopped")
-            msg = self._next()
-            if msg[0] != "free":
-                raise OutputError(f"cannot write {self.final}: unexpected message from the encoder: {msg[0]}")
-            self._free.append(msg[1])
+        self._collect_free(wait=True)                    # all slots in flight: wait for the child to free one
         slot = self._free.pop()
         self.stats["slot_wait_s"] = self.stats.get("slot_wait_s", 0.0) + time.perf_counter() - t0
         view = ring.slot(self._ring, slot, self._slot_bytes, frame.shape)
@@ -289,7 +288,6 @@ class ProcessVideoWriter:
                 os.unlink(self.tmp)
             except OSError:
                 pass
-
 
     def _release_ring(self) -> None:
         if self._ring is not None:

@@ -35,9 +35,9 @@ from typing import Any, Callable
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
 from mambast_cli.io import clean_stale_parts, frames_to_device
 from mambast_cli.io.transfer import PinnedPair, download_async, record_event, wait_event
-from mambast_cli.video.yuv import yuv420_planes
 from mambast_cli.video import io as vio
 from mambast_cli.video.encoder_proc import make_writer
+from mambast_cli.video.yuv import yuv420_planes
 
 EventFn = Callable[[dict[str, Any]], None]
 # frames are wrapped with torch.from_numpy only to be read (stacked into the upload buffer); see pipeline/run.py
