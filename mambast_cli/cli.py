@@ -240,7 +240,9 @@ def auto_workers(device: str, n_jobs: int) -> str | None:
     if not 0 <= index < torch.cuda.device_count():
         return None                          # let the ordinary path report the bad device
     if env == "auto":
-        k = 2 if (os.cpu_count() or 1) >= 8 else 1
+        from mambast_cli.pipeline.run import usable_cpus
+
+        k = 2 if usable_cpus() >= 8 else 1
     else:
         k = int(env)
     return ",".join([str(index)] * k) if k > 1 else None

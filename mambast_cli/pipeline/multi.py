@@ -47,7 +47,7 @@ from mambast_cli import errors as _errors
 from mambast_cli.errors import DeviceError, MambastError, OutputError, UsageError
 from mambast_cli.io import discard_parts
 from mambast_cli.pipeline.plan import Event, Plan
-from mambast_cli.pipeline.run import EventCallback, Report, RunOptions, encode_style_source, run_plan
+from mambast_cli.pipeline.run import EventCallback, Report, RunOptions, encode_style_source, run_plan, usable_cpus
 
 __all__ = ["WORKER_RANK_ENV", "StopFlag", "WorkerLink", "error_tuple", "parse_devices", "pump_workers",
            "rebuild_error", "run_plan_multi", "send_to_worker", "spawn_worker", "start_worker_engine", "worker_context"]
@@ -175,7 +175,7 @@ def start_worker_engine(device: str, n_workers: int, engine_kwargs: dict[str, An
     import torch
 
     if device == "cpu" and n_workers > 1:  # N CPU workers share the cores instead of each using them all
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+        torch.set_num_threads(max(1, usable_cpus() // n_workers))
     if device.startswith("cuda"):
         try:
             torch.cuda.set_device(torch.device(device))  # pinned buffers etc. land on this GPU, not on GPU 0

@@ -295,7 +295,15 @@ def _pinned_empty(nbytes: int) -> Any:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 
 
-_CPUS = os.cpu_count() or 2
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, cpusets), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:       # not on Linux
+        return os.cpu_count() or 1
+
+
+_CPUS = max(2, usable_cpus())
 
 
 def _cpu_workers(n: int | None) -> int:

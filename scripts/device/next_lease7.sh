@@ -9,6 +9,7 @@
 #           (frames through shared memory since session 6), then with the decoder process too.
 #   PART=4: the engine rows (this machine against session 6's).
 set -o pipefail
+[ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU   # session 7: beside a training run on the other GPUs
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
