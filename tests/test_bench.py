@@ -30,9 +30,10 @@ def test_benchmark_tiny_cpu_sections():
     assert row["speedup"] > 0 and row["engine_batch"] >= 1
     p = r["protocol"]
     assert p["pairs"] == 2 and p["baseline_wall_s"] > 0
-    first, second = p["engine_runs"]
+    first, second, per_style = p["engine_runs"]
     assert first["style_encodes"] == 2 and first["style_cache_hits_disk"] == 0
     assert second["style_encodes"] == 0 and second["style_cache_hits_disk"] == 2     # disk cache across "runs"
+    assert per_style["style_cache_hits_disk"] == 2 and per_style["wall_s"] > 0       # the content side per pair
     assert r["uhd"]["size"] == "72x40" and r["uhd"]["engine_ms"] > 0
     assert r["curve"][0]["pixels"] == 32 * 32
     ex = r["extras"]

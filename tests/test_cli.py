@@ -267,7 +267,9 @@ def test_workers_per_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 16)
+    from mambast_cli.pipeline import run as pipeline_run
+
+    monkeypatch.setattr(pipeline_run, "usable_cpus", lambda: 16)   # the CPUs this process may use
     assert cli.auto_workers("auto", 1000) is None                # default: one process
     monkeypatch.setenv("MAMBAST_WORKERS_PER_GPU", "auto")
     assert cli.auto_workers("auto", 1000) == "0,0"
@@ -275,7 +277,7 @@ def test_workers_per_gpu(monkeypatch):
     assert cli.auto_workers("auto", 10) is None                  # small run: one process starts faster
     assert cli.auto_workers("cpu", 1000) is None
     assert cli.auto_workers("cuda:7", 1000) is None               # bad index: the ordinary path reports it
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(pipeline_run, "usable_cpus", lambda: 4)
     assert cli.auto_workers("auto", 1000) is None                # too few cores to gain
     monkeypatch.setenv("MAMBAST_WORKERS_PER_GPU", "1")
     assert cli.auto_workers("auto", 1000) is None

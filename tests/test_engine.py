@@ -267,6 +267,46 @@ def test_oom_splits_the_batch(model, tmp_path, monkeypatch):
     assert eng.stats["oom_retries"] == 2
 
 
+@pytest.mark.parametrize("alpha,keep", [(1.0, False), (0.6, True)])
+def test_stylize_many_gives_stylize_bytes_and_encodes_contents_once(model, tmp_path, monkeypatch, alpha, keep):
+    eng = _engine(model, tmp_path, disk_cache=False)
+    hs = [eng.encode_style(_imgs(3, 20 + 4 * k, 24, seed=10 + k)) for k in range(3)]
+    x = _imgs(2, 3, 24, 40, seed=4)
+    expected = [eng.stylize(x, h, alpha=alpha, preserve_color=keep) for h in hs]
+    calls = []
+    real = eng._encode_content
+    monkeypatch.setattr(eng, "_encode_content", lambda t: calls.append(t.shape[0]) or real(t))
+    pairs = eng.stats["pairs"]
+    got = list(eng.stylize_many(x, hs, alpha=alpha, preserve_color=keep))
+    assert len(got) == 3 and calls == [2]                  # the content side ran once for three styles
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)                           # the same bytes as one stylize call per style
+    assert eng.stats["pairs"] == pairs + 6
+
+
+def test_stylize_many_falls_back_to_stylize_on_oom(model, tmp_path, monkeypatch):
+    eng = _engine(model, tmp_path, disk_cache=False)
+    hs = [eng.encode_style(_imgs(3, 16, 16, seed=20 + k)) for k in range(3)]
+    x = _imgs(2, 3, 16, 16, seed=5)
+    expected = [eng.stylize(x, h) for h in hs]
+    real = eng._decode_shared
+    n = []
+
+    def flaky(shared, style, *a):
+        n.append(1)
+        if len(n) == 2:                                    # the second style runs out of memory
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(shared, style, *a)
+
+    monkeypatch.setattr(eng, "_decode_shared", flaky)
+    got = list(eng.stylize_many(x, hs))
+    assert len(n) == 2 and eng.stats["oom_retries"] == 1   # styles 2 and 3 by stylize
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)
+    with pytest.raises(UsageError):
+        list(eng.stylize_many(x, hs, alpha=2.0))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # tiling
 

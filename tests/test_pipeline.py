@@ -325,6 +325,65 @@ def test_uint8_device_path_splits_a_batch_on_out_of_memory(tmp_path: Path, make_
     assert report.success and report.ok == 3 and set(report.batch_sizes) == {1}
 
 
+@pytest.mark.parametrize("device_path", [False, True])
+def test_several_styles_share_the_content_side(tmp_path: Path, make_image: Any, monkeypatch, device_path) -> None:
+    """Contents × several styles: each batch's content side runs once (`Engine.stylize_many`), with the bytes of
+    one run per style; an out-of-memory part way through redoes only the styles not yet written."""
+    import torch
+
+    from mambast_cli.engine import Engine
+    from mambast_cli.model import MambaST, tiny_config
+    from mambast_cli.pipeline import run as prun
+
+    for i in range(3):
+        make_image(f"in/p{i}.png", size=(40, 24), noise=True)
+    styles = [str(make_image(f"art{k}.png", size=(32, 32), noise=True)) for k in range(3)]
+    torch.manual_seed(0)
+    eng = Engine(model=MambaST(tiny_config()), device="cpu", disk_cache=False)
+    monkeypatch.setattr(prun, "_is_cuda", lambda d: device_path)
+    opts = RunOptions(size=0, max_side=0, batch_size=4, fsync=False)
+    one = {}
+    for k, st in enumerate(styles):                      # the reference: one style per run
+        _run(plan_jobs([str(tmp_path / "in")], [st], tmp_path / f"one{k}", fmt="png"), eng, opts)
+        one.update({p.name: p.read_bytes() for p in (tmp_path / f"one{k}").rglob("*.png")})
+    encodes: list[int] = []
+    real_encode = eng._encode_content
+    monkeypatch.setattr(eng, "_encode_content", lambda t: encodes.append(t.shape[0]) or real_encode(t))
+    report, _ = _run(plan_jobs([str(tmp_path / "in")], styles, tmp_path / "all", fmt="png"), eng, opts)
+    assert report.success and report.ok == 9
+    assert encodes == [3]                                # one batch of 3 contents, encoded once for 3 styles
+    got = {p.name: p.read_bytes() for p in (tmp_path / "all").rglob("*.png")}
+    assert got == one and len(got) == 9
+
+    real_decode, calls = eng._decode_shared, []
+
+    def flaky(shared, style, *a):                        # the third style runs out of memory in the shared pass
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("simulated")
+        return real_decode(shared, style, *a)
+
+    monkeypatch.setattr(eng, "_decode_shared", flaky)
+    report, events = _run(plan_jobs([str(tmp_path / "in")], styles, tmp_path / "oom", fmt="png"), eng, opts)
+    assert report.success and report.ok == 9 and sum(e.kind == "ok" for e in events) == 9   # nothing twice
+    assert {p.name: p.read_bytes() for p in (tmp_path / "oom").rglob("*.png")} == one
+
+    monkeypatch.setattr(eng, "_decode_shared", real_decode)
+    real_many = eng.stylize_many
+
+    def oom_after_first(x, handles, **kw):               # escapes the engine: the pipeline splits the batch
+        if x.shape[0] > 1:
+            results = real_many(x, handles, **kw)
+            yield next(results)
+            raise torch.OutOfMemoryError("simulated")
+        yield from real_many(x, handles, **kw)
+
+    monkeypatch.setattr(eng, "stylize_many", oom_after_first)
+    report, events = _run(plan_jobs([str(tmp_path / "in")], styles, tmp_path / "split", fmt="png"), eng, opts)
+    assert report.success and report.ok == 9 and sum(e.kind == "ok" for e in events) == 9
+    assert {p.name: p.read_bytes() for p in (tmp_path / "split").rglob("*.png")} == one
+
+
 # -- the engine thread, back-pressure and stage times ----------------------------------------------------------
 class _WatchedEngine(FakeEngine):
     """Records which threads call stylize and whether two calls ever overlap."""

@@ -135,6 +135,8 @@ def test_vfr_rotation_odd_size_audio(tmp_path: Path, engine, style: str) -> None
     assert set(main_waits) | {"decode_s", "stylize_s", "gpu_wait_s", "encode_s", "wall_s"} <= set(t)
     assert all(t[k] >= 0 for k in t) and t["buffer_wait_s"] + t["stack_s"] <= t["stylize_s"] <= t["wall_s"]
     assert t["read_wait_s"] + t["stylize_s"] + t["writer_wait_s"] <= t["wall_s"]
+    assert 0 < t["first_launch_s"] <= t["wall_s"]              # host side: when the first batch was queued
+    assert "gpu_busy_s" not in t                              # the GPU timeline needs CUDA events
 
 
 def test_start_duration_shifts_all_streams(tmp_path: Path, engine, style: str) -> None:

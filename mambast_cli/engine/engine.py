@@ -4,7 +4,8 @@ Owns: device and precision choice, loading weights (never random ones), the styl
 lay out once per content token grid, memoised in memory and on disk), the per-batch forward (bf16 autocast on
 CUDA with the scan state in fp32, the "one style, many contents" G-readout decoder, the channels-last CNN decoder
 with fused pads (`cnn_nhwc`), CUDA graphs of the whole batch forward for pictures up to 1 MP (`graphs`), pinned
-host buffers), strength (`alpha`) and colour preservation, exact tiling of the CNN decoder for huge images, and
+host buffers), several styles for one batch of contents with the content side computed once (`stylize_many`,
+spec §7.3–7.4), strength (`alpha`) and colour preservation, exact tiling of the CNN decoder for huge images, and
 out-of-memory recovery (smaller batches, then tiles).
 
 Does not: read or write image files, print, pick exit codes, or batch a folder (the pipeline does). Inputs are
@@ -32,7 +33,7 @@ from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -580,6 +581,89 @@ class Engine:
         self._stats["seconds_stylize"] += time.perf_counter() - t0
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
+    def stylize_many(self, contents: torch.Tensor, styles: Sequence[StyleHandle], *, alpha: float = 1.0,
+                     preserve_color: bool = False, on_device: bool = False) -> Iterator[torch.Tensor]:
+        """Stylise one batch of same-size contents with several styles, computing the content side once.
+
+        The content encoder (spec §7.3: patch embedding, three VSS blocks, and the identity features when
+        alpha < 1) runs once for the batch; each style then runs only the ST-VSS decoder and the CNN decoder
+        (§7.4). k styles cost one content encode plus k decodes instead of k whole forwards. Each result is the
+        same bytes as ``stylize(contents, style)`` gives.
+
+        Args:
+            contents: (B, 3, H, W) float in [0, 1], as for `stylize`.
+            styles: handles from `encode_style` of this engine.
+            alpha, preserve_color, on_device: as for `stylize`.
+
+        Yields:
+            One result per style, in order, as `stylize` returns it. Results are made one at a time, so a caller
+            that consumes each before asking for the next holds one in memory.
+
+        Raises:
+            DeviceError: as `stylize`. Out of GPU memory in the shared pass falls back to one `stylize` call per
+                remaining style (which splits the batch and tiles as needed).
+        """
+        _check_images(contents, "contents", 4)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise UsageError(f"alpha (style strength) must be in [0, 1], got {alpha}")
+        styles = list(styles)
+        shared = None
+        if len(styles) > 1:
+            try:
+                shared = self._encode_shared(contents, float(alpha))
+            except _OOM:
+                self._stats["oom_retries"] += 1
+                self._free_cached()
+        done = 0
+        while shared is not None and done < len(styles):
+            t0 = time.perf_counter()
+            try:
+                out = self._decode_shared(shared, styles[done], float(alpha), bool(preserve_color), on_device)
+            except _OOM:
+                self._stats["oom_retries"] += 1
+                shared = None
+                self._free_cached()
+                break
+            self._stats["pairs"] += contents.shape[0]
+            self._stats["seconds_stylize"] += time.perf_counter() - t0
+            done += 1
+            yield out
+        del shared
+        for style in styles[done:]:
+            yield self.stylize(contents, style, alpha=alpha, preserve_color=preserve_color, on_device=on_device)
+
+    @torch.inference_mode()
+    def _encode_shared(self, contents: torch.Tensor, alpha: float) -> tuple[torch.Tensor, Any, torch.Tensor | None, int]:
+        """The style-independent part of `_forward` for a batch: (pixels on the device, content state, identity
+        features or None, render budget)."""
+        t0 = time.perf_counter()
+        x = contents.to(self.device, non_blocking=contents.is_pinned()).float()
+        with self._autocast():
+            cs = self._encode_content(x)
+            fid = None
+            if alpha < 1.0:
+                ident = self.model.encode_style(x, grid=cs.grid, seed=self.seed)   # S = B: content b → itself
+                fid = self._decode_features(cs, ident)
+                del ident
+                self._stats["identity_passes"] += 1
+        self._stats["seconds_stylize"] += time.perf_counter() - t0
+        return x, cs, fid, self._render_budget()
+
+    @torch.inference_mode()
+    def _decode_shared(self, shared: tuple[torch.Tensor, Any, torch.Tensor | None, int], style: StyleHandle,
+                       alpha: float, keep_color: bool, on_device: bool) -> torch.Tensor:
+        """One style's decode + render from `_encode_shared`'s result, finished like `_run`."""
+        x, cs, fid, render_pixels = shared
+        with self._autocast():
+            feats = fid
+            if alpha > 0.0:
+                ss = self._layout(style, tuple(cs.grid))
+                f = self._decode_features(cs, ss)
+                feats = f if fid is None else torch.lerp(fid, f, alpha)
+            assert feats is not None
+            img = self._render_features(feats, cs, render_pixels)
+        return self._finish(img, x, keep_color, on_device)
+
     @torch.inference_mode()
     def _run(self, contents: torch.Tensor, style: StyleHandle, alpha: float, keep_color: bool,
              render_pixels: int, on_device: bool = False) -> torch.Tensor:
@@ -589,15 +673,19 @@ class Engine:
         img = self._replay(x, style, render_pixels) if alpha == 1.0 else None
         if img is None:
             img = self._forward(x, style, alpha, render_pixels)
+        return self._finish(img, x, keep_color, on_device)
+
+    def _finish(self, img: torch.Tensor, x: torch.Tensor, keep_color: bool, on_device: bool) -> torch.Tensor:
+        """Model output → the returned picture: float32, colour kept if asked, clamped, on the CPU unless on_device."""
         img = img.float()
         if keep_color:
             img = preserve_color(img, x)
         img = img.clamp_(0.0, 1.0)
         self._stats["batches"] += 1
-        if dev.type == "cuda" and not on_device:
+        if self.device.type == "cuda" and not on_device:
             host = torch.empty(img.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(img, non_blocking=True)
-            torch.cuda.current_stream(dev).synchronize()
+            torch.cuda.current_stream(self.device).synchronize()
             return host
         return img.contiguous()
 

@@ -11,8 +11,10 @@ for libjpeg and Pillow's Lanczos. A batch that nvJPEG refuses (CMYK, unusual sam
 to the CPU path for its pictures (the pipeline does that). EXIF orientation is applied here, on the GPU, from the
 orientation the header gave (`jpeg_header`): torchvision 0.26's CUDA decoder ignored ``apply_exif_orientation``
 (measured on an H100: rotated files came out unrotated, 9 dB against the CPU path), so it is never asked to.
-Off unless ``MAMBAST_GPU_DECODE=1`` (docs/cli.md): on an H100 with 16 cores it freed the decode threads' CPU but did
-not raise the folder's throughput, which JPEG encoding bounds there (BENCHMARKS.md, session 6).
+Off unless ``MAMBAST_GPU_DECODE=1`` (docs/cli.md). On an idle H100 with 16 cores (BENCHMARKS.md, session 7) it
+raised a 512² folder's steady rate from 359 to 484 pictures/s (the engine's own rate), but its start-up cost ~5 s
+more (warm-up 6.8 vs 1.9 s), so it pays only from several thousand pictures on; until that start-up is understood
+and hidden it stays opt-in.
 """
 from __future__ import annotations
 

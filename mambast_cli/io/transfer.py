@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["PinnedPair", "download_async", "record_event", "wait_event"]
+__all__ = ["PinnedPair", "download_async", "record_event", "timing_mark", "wait_event"]
 
 
-def record_event(t: Any) -> Any:
+def record_event(t: Any, timing: bool = False) -> Any:
     """A CUDA event recorded now on the current stream of t's device (None for a CPU tensor).
 
     Args:
         t: a tensor whose device's stream to mark.
+        timing: make the event carry a GPU time stamp (for ``elapsed_time``; costs a little).
 
     Returns:
         The event, or None.
@@ -29,8 +30,24 @@ def record_event(t: Any) -> Any:
 
     if not t.is_cuda:
         return None
-    ev = torch.cuda.Event()
+    ev = torch.cuda.Event(enable_timing=timing)
     ev.record(torch.cuda.current_stream(t.device))
+    return ev
+
+
+def timing_mark(device: Any) -> Any:
+    """A timing CUDA event recorded now on `device`'s current stream, to time GPU work from here on with
+    ``elapsed_time`` (None for a CPU device).
+
+    Args:
+        device: a torch.device.
+    """
+    import torch
+
+    if getattr(device, "type", None) != "cuda":
+        return None
+    ev = torch.cuda.Event(enable_timing=True)
+    ev.record(torch.cuda.current_stream(device))
     return ev
 
 
@@ -46,11 +63,12 @@ def wait_event(ev: Any) -> None:
         time.sleep(0.0002)
 
 
-def download_async(u8: Any) -> tuple[Any, Any]:
+def download_async(u8: Any, timing: bool = False) -> tuple[Any, Any]:
     """Queue the copy of a device tensor into fresh pinned host memory; return at once.
 
     Args:
         u8: the tensor to bring back (any dtype; on the CPU it is returned as it is).
+        timing: the returned event carries a GPU time stamp (see `record_event`).
 
     Returns:
         ``(host, event)``: the host tensor, whose contents are valid once ``wait_event(event)`` returned (event
@@ -62,7 +80,7 @@ def download_async(u8: Any) -> tuple[Any, Any]:
         return u8, None
     host = torch.empty(u8.shape, dtype=u8.dtype, pin_memory=True)
     host.copy_(u8, non_blocking=True)
-    return host, record_event(u8)
+    return host, record_event(u8, timing)
 
 
 class PinnedPair:

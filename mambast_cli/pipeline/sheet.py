@@ -83,11 +83,17 @@ def build_sheet(
                 emit(Event("error", input=c, style=s, error=type(e).__name__, message=str(e), hint=e.hint))
             cells.append([None] * len(styles))
             continue
+        shared = _all_styles(engine, x, [h for h, e in zip(handles, style_err) if e is None], opts, oom)
         for s, h, serr in zip(styles, handles, style_err):
             t1 = time.perf_counter()
             if serr is not None:
                 emit(Event("error", input=c, style=s, error=type(serr).__name__, message=f"style failed: {serr}"))
                 row.append(None)
+                continue
+            if shared:
+                out, dt = shared.pop(0)
+                row.append(tensor_to_image(out[0]))
+                emit(Event("ok", input=c, style=s, seconds=dt))
                 continue
             try:
                 out = engine.stylize(x, h, alpha=opts.alpha, preserve_color=opts.preserve_color)
@@ -107,3 +113,22 @@ def build_sheet(
     report.elapsed_s = time.perf_counter() - t0
     report.style_cache_hits, report.style_encodes = engine_counters(engine)
     return sheet, report
+
+
+def _all_styles(engine: Any, x: Any, handles: list[Any], opts: Any, oom: Any) -> list[tuple[Any, float]]:
+    """One content with every usable style, its content side computed once (`Engine.stylize_many`): a list of
+    (result, seconds) in style order. Empty when the engine has no such method or fewer than two styles; shorter
+    when it failed part way (the rest then run one `stylize` call each, which reports its own error)."""
+    many = getattr(engine, "stylize_many", None)
+    done: list[tuple[Any, float]] = []
+    if many is None or len(handles) < 2:
+        return done
+    t1 = time.perf_counter()
+    try:
+        for out in many(x, handles, alpha=opts.alpha, preserve_color=opts.preserve_color):
+            done.append((out, time.perf_counter() - t1))
+            t1 = time.perf_counter()
+    except (oom, MambastError):
+        pass
+    return done
+

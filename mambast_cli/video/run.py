@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from mambast_cli.errors import InputError, MambastError, OutputError, UsageError
 from mambast_cli.io import clean_stale_parts, frames_to_device
-from mambast_cli.io.transfer import PinnedPair, download_async, record_event, wait_event
+from mambast_cli.io.transfer import PinnedPair, download_async, record_event, timing_mark, wait_event
 from mambast_cli.video import io as vio
 from mambast_cli.video.encoder_proc import make_writer
 from mambast_cli.video.yuv import yuv420_planes
@@ -275,6 +275,7 @@ class _Batch:
     pts: list[int]
     frames: Any                      # (B, H, W, 3) uint8 RGB, or (B, H*3/2, W) packed YUV 4:2:0; host (pinned on CUDA)
     ready: Any = None
+    start: Any = None                # CUDA event (timing) recorded before the batch's upload: GPU busy/idle time
 
 
 def process_video(
@@ -361,7 +362,10 @@ def process_video(
     q_in: queue.Queue[Any] = queue.Queue(maxsize=max(_QUEUE_FRAMES, 2 * batch))
     q_out: queue.Queue[Any] = queue.Queue(maxsize=4)
     rstats: dict[str, float] = {}
-    wstats = {"gpu_wait_s": 0.0}
+    # the writer's GPU timeline (CUDA only): per batch, upload → frames back (busy), and the gaps in between (idle:
+    # the GPU had finished the previous batch before this one was queued)
+    wstats = {"gpu_wait_s": 0.0, "gpu_busy_s": 0.0, "gpu_idle_s": 0.0, "last_ready_s": 0.0}
+    first_launch_s: list[float] = []
     mstats = {"read_wait_s": 0.0, "buffer_wait_s": 0.0, "stack_s": 0.0, "writer_wait_s": 0.0}   # the main thread
     errors: list[BaseException] = []
 
@@ -382,6 +386,7 @@ def process_video(
             items.close()            # now, not when collected: the file, or the decoder process, is let go
 
     def write_loop() -> None:
+        prev_ready = None
         try:
             while True:
                 item = _get(q_out, stop, lambda: None)
@@ -393,6 +398,12 @@ def process_video(
                     t0 = time.perf_counter()
                     wait_event(item.ready)      # a CUDA error surfaces here: it stops the job like a writer error
                     wstats["gpu_wait_s"] += time.perf_counter() - t0
+                    wstats["last_ready_s"] = time.perf_counter() - t_start
+                    if item.start is not None and item.ready is not None:
+                        wstats["gpu_busy_s"] += item.start.elapsed_time(item.ready) / 1e3
+                        if prev_ready is not None:
+                            wstats["gpu_idle_s"] += max(0.0, prev_ready.elapsed_time(item.start) / 1e3)
+                        prev_ready = item.ready
                     write = writer.write_yuv420 if layout is not None else writer.write
                     for pts, img in zip(item.pts, item.frames.numpy()):
                         write(img, pts)
@@ -427,6 +438,9 @@ def process_video(
                 # one C++ call that copies without the GIL (np.stack would hand it back once per frame)
                 torch.stack([torch.from_numpy(f.image) for f in buf], out=host)
                 mstats["stack_s"] += time.perf_counter() - t1
+                if not first_launch_s:
+                    first_launch_s.append(time.perf_counter() - t_start)
+                start = timing_mark(dev)
                 x = frames_to_device(host, dev)
                 staging.uploaded(slot, record_event(x))
                 y = engine.stylize(x, handle, alpha=opts.alpha, preserve_color=opts.preserve_color, on_device=True)
@@ -436,9 +450,9 @@ def process_video(
                     out = yuv420_planes(y[:, :, :eh, :ew], *layout)
                 else:
                     out = _to_uint8(y)
-                frames, ready = download_async(out)
+                frames, ready = download_async(out, timing=start is not None)
             stylize_s += time.perf_counter() - t0
-            item = _Batch([f.pts for f in buf], frames, ready)
+            item = _Batch([f.pts for f in buf], frames, ready, start)
             buf.clear()
             check_writer()
             t0 = time.perf_counter()
@@ -492,7 +506,12 @@ def process_video(
     wall = time.perf_counter() - t_start
     timing = {"decode_s": round(rstats.get("decode_s", 0.0), 3), "stylize_s": round(stylize_s, 3),
               "gpu_wait_s": round(wstats["gpu_wait_s"], 3), "encode_s": round(writer.stats.get("encode_s", 0.0), 3),
-              "wall_s": round(wall, 3), **{k: round(v, 3) for k, v in mstats.items()}}
+              "wall_s": round(wall, 3), **{k: round(v, 3) for k, v in mstats.items()},
+              # where the GPU's time went (CUDA): first batch queued after first_launch_s; busy + idle from the first
+              # upload to the last frames back; tail_s = from the last frames back to the end (encoder flush, commit)
+              "first_launch_s": round(first_launch_s[0] if first_launch_s else 0.0, 3),
+              **({"gpu_busy_s": round(wstats["gpu_busy_s"], 3), "gpu_idle_s": round(wstats["gpu_idle_s"], 3),
+                  "tail_s": round(wall - wstats["last_ready_s"], 3)} if wstats["gpu_busy_s"] else {})}
     return ItemResult(job.input, job.output, "done", "; ".join(warnings), frames=done, seconds=wall, timing=timing)
 
 

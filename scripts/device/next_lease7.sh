@@ -30,6 +30,10 @@ if [ "${PART:-1}" = 1 ]; then
   MAMBAST_GPU_DECODE=1 folder folder7_nvjpeg 512
   folder folder7_256 256
   cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_part1.json   # for kernels/tuned/ (scripts/bundle_tune_picks.py)
+elif [ "$PART" = 5 ]; then   # session 7: PART=1's folder rows again on an idle machine (PART=1 ran beside training)
+  timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > /dev/null 2>&1
+  folder folder7c_memfd 512; MAMBAST_ENCODE_MEMFD=0 folder folder7c_bytesio 512; MAMBAST_GPU_DECODE=1 folder folder7c_nvjpeg 512
+  timeout 150 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 2 --images 3000 --json-out $OUT/multi7c.json 2>&1 | grep -v -i warn | tail -4
 elif [ "$PART" = 2 ]; then
   timeout 250 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2,4 --images 3000 --json-out $OUT/multi7.json 2>&1 | grep -v -i warn | tail -6
 elif [ "$PART" = 3 ]; then

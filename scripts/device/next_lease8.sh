@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Prepared in session 7 for the next lease, as in session 7: an x4 machine, fine-tunes on GPUs 0-2 (train_runs.sh,
+# cores 0-31) while these parts run on GPU 3 pinned to 16 cores:
+#   BENCH_GPU=3 PART=1 taskset -c 32-47 bash scripts/device/next_lease8.sh
+# Bundled weights moved out of the tree; carry the PyAV wheel (and torchvision is on the image).
+#   PART=1: the 1080p video job with the GPU timeline (session 7: gpu_busy_s / gpu_idle_s / first_launch_s / tail_s)
+#           to see what the ~4.8 s the GPU is not stylizing are; default and MAMBAST_VIDEO_GPU_YUV=0 for contrast.
+#   PART=2: where nvJPEG's ~5 s of start-up goes (scripts/probe_gpu_jpeg_startup.py), then the folder with and
+#           without it (the answer decides whether GPU decoding can become the default).
+set -o pipefail
+[ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+if [ "${PART:-1}" = 1 ]; then
+  V="python3 scripts/bench_video.py --frames 480 --presets superfast --smooth 4 --workdir /tmp/bv8"
+  timeout 200 $V --json-out $OUT/video8.json 2>&1 | grep -v -i warn | tail -4
+  timeout 120 $V --job-only --json-out $OUT/video8_again.json 2>&1 | grep -v -i warn | tail -1
+  MAMBAST_VIDEO_GPU_YUV=0 timeout 120 $V --job-only --json-out $OUT/video8_rgb.json 2>&1 | grep -v -i warn | tail -1
+elif [ "$PART" = 2 ]; then
+  timeout 60 python3 scripts/probe_gpu_jpeg_startup.py --size 512
+  for m in 0 1 0 1; do
+    MAMBAST_GPU_DECODE=$m timeout 120 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 \
+      --json > $OUT/folder8_$m.json 2>/dev/null
+    python3 -c "import json; r=json.load(open('$OUT/folder8_$m.json'))['folder']; print('gpu_decode=$m', {k: r[k] for k in ('wall_img_s', 'steady_img_s', 'warmup_s')})"
+  done
+fi
