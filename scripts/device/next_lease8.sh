@@ -7,6 +7,11 @@
 #           to see what the ~4.8 s the GPU is not stylizing are; default and MAMBAST_VIDEO_GPU_YUV=0 for contrast.
 #   PART=2: where nvJPEG's ~5 s of start-up goes (scripts/probe_gpu_jpeg_startup.py), then the folder with and
 #           without it (the answer decides whether GPU decoding can become the default).
+#   PART=3: where the engine's GPU time goes now (the last profile is session 4's, before the fused block kernels
+#           and PF = 4): both folder-bound and video-bound targets now wait on the engine (BENCHMARKS.md, session 7).
+# Training on GPUs 0-2 (issue 4), from the session-7 bundled model: the averaged pair again, longer (the floor and
+# both losses fell with training time in session 7, not with the identity weight):
+#   TL=22 RUNS="h_a:20:70 h_b:35:70 h_c:27:70" bash scripts/device/train_runs.sh
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
 export PYTHONUNBUFFERED=1
@@ -24,4 +29,7 @@ elif [ "$PART" = 2 ]; then
       --json > $OUT/folder8_$m.json 2>/dev/null
     python3 -c "import json; r=json.load(open('$OUT/folder8_$m.json'))['folder']; print('gpu_decode=$m', {k: r[k] for k in ('wall_img_s', 'steady_img_s', 'warmup_s')})"
   done
+elif [ "$PART" = 3 ]; then
+  timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile8 2>&1 \
+    | grep -v -i warn | tail -40
 fi
