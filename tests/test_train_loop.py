@@ -116,6 +116,46 @@ def test_train_resume_export_and_shards(folders: tuple[Path, Path], tmp_path: Pa
     assert isinstance(model, MambaST)
 
 
+def test_weight_ema_rate_update_and_swap() -> None:
+    from mambast_cli.train.loop import WeightEMA
+
+    lin = torch.nn.Linear(3, 2)
+    ema = WeightEMA(lin, 0.9)
+    assert ema.rate() == pytest.approx(1 / 10)             # early on the average follows the weights
+    w0 = lin.weight.detach().clone()
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    ema.update(lin)
+    torch.testing.assert_close(ema.shadow["weight"], w0 + 0.9)        # moved by 1 − rate = 0.9
+    for _ in range(200):
+        ema.update(lin)
+    assert ema.rate() == 0.9                               # then the decay asked for
+    with ema.applied(lin) as m:
+        torch.testing.assert_close(m.weight, ema.shadow["weight"])
+    torch.testing.assert_close(lin.weight, w0 + 1.0)       # the weights are back
+
+
+def test_training_with_ema_validates_and_exports_the_average(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    events: list[dict] = []
+    path = train(_cfg(folders, out, steps=2, ema=0.5, export_shards=True), on_event=events.append,
+                 loss_net=tiny_loss_net())
+    val = [e for e in events if e["event"] == "val"][-1]
+    assert set(val["raw"]) == {"model", "identity"}        # the trained weights' losses beside the average's
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
+    avg, raw = ck["ema"]["shadow"], ck["model"]
+    assert ck["ema"]["updates"] == 2 and any(not torch.equal(avg[k], raw[k]) for k in avg)
+    _, sd, meta = load_weights(path)
+    assert json.loads(meta["extra"])["ema_decay"] == 0.5
+    for k, v in sd.items():                                # the export is the average, not the trained weights
+        torch.testing.assert_close(v.float(), avg[k].to(torch.bfloat16).float(), rtol=0, atol=0)
+    # resume keeps the average going (from the checkpoint, not from the weights)
+    train(_cfg(folders, out, steps=3, ema=0.5, resume=True), loss_net=tiny_loss_net())
+    assert torch.load(out / "ckpt.pt", weights_only=True)["ema"]["updates"] == 3
+    with pytest.raises(UsageError):
+        check_options(_cfg(folders, out, ema=1.0))
+
+
 def test_shards_split_and_join_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MambaST(tiny_config())

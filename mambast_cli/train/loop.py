@@ -21,6 +21,11 @@ each backward the gradients are averaged with one flat all-reduce (robust to the
 the three forward passes; the cost is one 108 MB all-reduce per step). Each rank draws its own data shard and
 its own permutations/DropPath masks. Only rank 0 validates, writes samples, checkpoints, logs and exports.
 
+Weight averaging (`ema` > 0): an fp32 exponential moving average of the weights is kept beside them (rank 0), and
+validation, sample sheets and every export use it; validation also reports the raw weights' losses ("raw"). Why:
+session 7's parameter average of two fine-tunes was better on both held-out losses than either run's start
+(MODEL.md), and an average over one run's recent steps is the same idea without a second run.
+
 Host syncs happen only every `log_every` steps (loss read-out + the stop decision), at validation and at
 checkpoints.
 """
@@ -31,9 +36,10 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,6 +70,8 @@ class TrainConfig:
             ignored when `resume` finds a checkpoint.
         lr_schedule: "steps" (cosine decay over `steps`) or "time" (decay over the larger of step progress and
             wall-time progress against `time_limit`; recipe ours only).
+        ema: decay of the moving average of the weights (0 = off; e.g. 0.999 averages over ~1,000 steps); when on,
+            validation, samples and exports use the averaged weights (`WeightEMA`).
     """
 
     content: Path
@@ -97,6 +105,7 @@ class TrainConfig:
     val_pairs: int = 32
     init_weights: str | None = None
     lr_schedule: str = "steps"
+    ema: float = 0.0
     loss: LossConfig = field(default_factory=LossConfig)
     aug: StyleAug = field(default_factory=StyleAug)
 
@@ -179,6 +188,8 @@ def check_options(cfg: TrainConfig) -> None:
             raise UsageError("--lr-schedule time needs --time-limit (the decay is planned over the time limit)")
         if cfg.recipe != "ours":
             raise UsageError("--lr-schedule time applies to --recipe ours only (recipe paper keeps a constant LR)")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise UsageError(f"--ema must be in [0, 1) (0 = off), got {cfg.ema}")
 
 
 def warmup_steps(cfg: TrainConfig) -> int:
@@ -403,6 +414,75 @@ class Validator:
         _save_png(sample_sheet(c, s, out), path)
 
 
+class WeightEMA:
+    """An exponential moving average of a model's floating-point weights and buffers, kept in fp32.
+
+    After each optimiser step, ``update`` moves the average towards the weights by 1 − rate, where the rate is
+    min(decay, (1 + n) / (10 + n)) after n updates, so early on the average follows the weights closely instead of
+    being dominated by where the run started. ``applied`` swaps the average into the model for a while (validation,
+    samples, export) and puts the weights back.
+
+    Example:
+        >>> ema = WeightEMA(model, 0.999)         # doctest: +SKIP
+        >>> opt.step(); ema.update(model)
+        >>> with ema.applied(model): export(model)
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.updates = 0
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def rate(self) -> float:
+        """The decay used by the next update."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """Move the average towards the model's current weights."""
+        w = 1.0 - self.rate()
+        self.updates += 1
+        sd = model.state_dict()
+        keys = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in keys], [sd[k].detach().float() for k in keys], w)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The model with the averaged weights inside the block; its own weights are restored on exit."""
+        sd = model.state_dict()
+        backup = {k: sd[k].detach().clone() for k in self.shadow}
+        with torch.no_grad():
+            for k, v in self.shadow.items():
+                sd[k].copy_(v)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for k, v in backup.items():
+                    sd[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        """For the checkpoint (tensors and plain values only: `torch.load(weights_only=True)` reads it)."""
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        """Restore `state_dict`'s values (tensors moved to where this average lives)."""
+        self.updates = int(st["updates"])
+        for k, v in st["shadow"].items():
+            if k in self.shadow:
+                self.shadow[k].copy_(v)
+
+
+@contextmanager
+def _averaged(ema: WeightEMA | None, model: MambaST) -> Iterator[MambaST]:
+    """`ema.applied(model)`, or the model as it is when there is no average."""
+    if ema is None:
+        yield model
+    else:
+        with ema.applied(model) as m:
+            yield m  # type: ignore[misc]
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the loop
 
@@ -451,7 +531,8 @@ def export_weights(model: MambaST, cfg: TrainConfig, step: int, val: dict[str, A
 
     path = cfg.out / "model.safetensors"
     extra = {"train_step": step, "recipe": cfg.recipe, "lr_schedule": cfg.lr_schedule, "loss_net": cfg.loss_net,
-             "loss": cfg.loss.to_dict(), "init_weights": init, "val": val or {}}
+             "loss": cfg.loss.to_dict(), "init_weights": init, "val": val or {},
+             **({"ema_decay": cfg.ema} if cfg.ema > 0 else {})}
     save_weights(path, model, source=f"mambast train ({cfg.recipe}, {step} steps)", extra=extra, dtype=torch.bfloat16)
     files = [path]
     if cfg.export_shards:
@@ -526,6 +607,9 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     if not (cfg.resume and dist.world == 1 and step > 0):
         torch.manual_seed(_seed_for(cfg.seed, dist.rank, step))  # DropPath masks differ per rank
     model.train()
+    ema = WeightEMA(model, cfg.ema) if cfg.ema > 0 and dist.main else None
+    if ema is not None and resuming and "ema" in ck:
+        ema.load_state_dict(ck["ema"])
 
     aug_s = cfg.aug
     start = step * cfg.batch_size
@@ -563,16 +647,22 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
             return
         _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
                             "config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "init_weights": init,
-                            "lr_progress": decay_progress(step, cfg, t_progress)}, ckpt_path)
+                            "lr_progress": decay_progress(step, cfg, t_progress),
+                            **({"ema": ema.state_dict()} if ema is not None else {})}, ckpt_path)
         emit({"event": "ckpt", "step": step, "path": str(ckpt_path)})
         if cfg.export_shards:  # a small bf16 copy at every checkpoint, so a lost machine never loses the run
-            export_weights(model, cfg, step, None, init)
+            with _averaged(ema, model) as m:
+                export_weights(m, cfg, step, None, init)
 
     def validate() -> dict[str, Any] | None:
         if validator is None or validator.empty:
             return None
-        r = validator.run(model, amp)
+        raw = validator.run(model, amp) if ema is not None else None
+        with _averaged(ema, model) as m:
+            r = validator.run(m, amp)
         rec = {"event": "val", "step": step, **r}
+        if raw is not None:          # the averaged weights above; the weights being trained here
+            rec["raw"] = {"model": raw["model"], "identity": raw["identity"]}
         log(rec)
         emit(rec)
         return r
@@ -606,6 +696,8 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
         clip = cfg.grad_clip if (cfg.recipe == "ours" and cfg.grad_clip > 0) else float("inf")
         gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
         n_win += 1
         for k, v in terms.items():
@@ -646,7 +738,8 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
         if dist.main and validator is not None and not validator.empty:
             if cfg.sample_every > 0 and step % cfg.sample_every == 0:
                 p = out / "samples" / f"step_{step:07d}.png"
-                validator.sheet(model, p, amp)
+                with _averaged(ema, model) as m:
+                    validator.sheet(m, p, amp)
                 emit({"event": "sample", "step": step, "path": str(p)})
             if cfg.val_every > 0 and step % cfg.val_every == 0:
                 last_val = validate()
@@ -661,11 +754,13 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
                 last_val = validate()
             p = out / "samples" / f"step_{step:07d}.png"
             if not p.exists():
-                validator.sheet(model, p, amp)
+                with _averaged(ema, model) as m:
+                    validator.sheet(m, p, amp)
                 emit({"event": "sample", "step": step, "path": str(p)})
         if cfg.ckpt_every <= 0 or step % cfg.ckpt_every != 0:
             save_ckpt()
-        files = export_weights(model, cfg, step, last_val, init)
+        with _averaged(ema, model) as m:
+            files = export_weights(m, cfg, step, last_val, init)
         emit({"event": "export", "step": step, "files": [str(f) for f in files]})
         rec = {"event": "done", "step": step, "reason": reason, "elapsed_s": time.time() - t_start}
         log(rec)

@@ -11,7 +11,8 @@
 #           and PF = 4): both folder-bound and video-bound targets now wait on the engine (BENCHMARKS.md, session 7).
 # Training on GPUs 0-2 (issue 4), from the session-7 bundled model: the averaged pair again, longer (the floor and
 # both losses fell with training time in session 7, not with the identity weight):
-#   TL=22 RUNS="h_a:20:70 h_b:35:70 h_c:27:70" bash scripts/device/train_runs.sh
+#   TL=22 EMA=0.999 RUNS="h_a:20:70 h_b:35:70 h_c:27:70" bash scripts/device/train_runs.sh
+# (EMA: the validation lines then carry the raw weights' losses too, so one lease says whether averaging pays.)
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
 export PYTHONUNBUFFERED=1
