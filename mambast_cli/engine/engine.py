@@ -608,27 +608,29 @@ class Engine:
             raise UsageError(f"alpha (style strength) must be in [0, 1], got {alpha}")
         styles = list(styles)
         shared = None
+        oom = False
         if len(styles) > 1:
             try:
                 shared = self._encode_shared(contents, float(alpha))
             except _OOM:
-                self._stats["oom_retries"] += 1
-                self._free_cached()
+                oom = True
         done = 0
         while shared is not None and done < len(styles):
             t0 = time.perf_counter()
             try:
                 out = self._decode_shared(shared, styles[done], float(alpha), bool(preserve_color), on_device)
             except _OOM:
-                self._stats["oom_retries"] += 1
-                shared = None
-                self._free_cached()
+                oom = True
                 break
             self._stats["pairs"] += contents.shape[0]
             self._stats["seconds_stylize"] += time.perf_counter() - t0
             done += 1
             yield out
+            del out
         del shared
+        if oom:                      # out of the except block, so the failed step's tensors are gone too
+            self._stats["oom_retries"] += 1
+            self._free_cached()
         for style in styles[done:]:
             yield self.stylize(contents, style, alpha=alpha, preserve_color=preserve_color, on_device=on_device)
 

@@ -615,7 +615,7 @@ class _Runner:
         `Engine.stylize_many`); `staged` is the batch already stacked into pinned memory (CUDA)."""
         if self.stop.is_set():
             return
-        x = None
+        x = y = results = None
         done = 0                      # styles whose results were handed to the writers
         try:
             if self.gpu_io:
@@ -644,14 +644,16 @@ class _Runner:
                     out, ready = _download_async(y, torch)
                 else:
                     out = _download(y, torch)
-                del y
+                y = None
                 with self.lock:
                     self.report.add_time("engine_launch", time.perf_counter() - t1)
                     self.report.batch_sizes[len(chunk)] = self.report.batch_sizes.get(len(chunk), 0) + 1
                 self.submit_writes(chunk, out, si, ready)
                 done += 1
         except self.oom_types:
-            del x
+            if results is not None:
+                results.close()        # the shared content side it holds goes now, before the retry
+            del x, y, results
             rest = sis[done:]
             if staged is not None:
                 torch.cuda.synchronize()       # the staged copy must be done before the halves reuse it
