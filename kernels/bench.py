@@ -379,6 +379,17 @@ def main():
            for c in [(64, 4), (64, 4, 0, 0, 4), (64, 2, 0, 0, 4)]]
     v2 += [(f"v2 pf 1080p B8 fwd {c}", row_fwd_v2, dict(S=8, G=1, h=135, w=240, dtype=bf16, config=c))
            for c in [(64, 4), (64, 4, 0, 0, 4), (128, 4, 0, 0, 4)]]
+    # the (N, BD) state tile (TN = 1, session 7) against the best (BD, N) configs: encoder B8 (issue 3's target row)
+    # and B64 (the engine's batch), the decoder form with 8 and 64 readouts, 1080p frames
+    for name, shape, cands in [
+            ("enc512 B8", dict(S=8, G=1, h=64, w=64), [(64, 2, 0, 0, 4), (128, 4, 0, 0, 4)]),
+            ("enc512 B64", dict(S=64, G=1, h=64, w=64), [(64, 2, 0, 0, 4), (128, 4, 0, 0, 4)]),
+            ("dec512 G8", dict(S=1, G=8, h=64, w=64), [(64, 2, 8, 0, 4), (64, 4, 4, 0, 4)]),
+            ("dec512 G64", dict(S=1, G=64, h=64, w=64), [(64, 2, 2), (64, 2, 8, 0, 4)]),
+            ("1080p B8", dict(S=8, G=1, h=135, w=240), [(128, 4, 0, 0, 4), (64, 2, 0, 0, 4)])]:
+        tn = [c for c in cs2.FWD_TN_CONFIGS + (cs2.FWD_TN_G_CONFIGS if shape["G"] > 1 else [])]
+        v2 += [(f"v2 tn {name} fwd {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
+               for c in cands + list(dict.fromkeys(tn))]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
            for c in cs2.BWD_CONFIGS]
     # v3 sequential backward (MAMBAST_SCAN_BWD=v3): tuned pick, then each (BD, warps)

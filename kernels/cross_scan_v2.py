@@ -69,36 +69,59 @@ def _step_loads(i, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0
 @triton.jit
 def _fwd_step(h, sdt, u_raw, d_raw, B_raw, C_raw, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
               hck_base, hck_off, stride_yg, Di, G, g0, g1, N: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr,
-              SEG: tl.constexpr):
-    # one step i (grid position pc) of a direction: checkpoint, state update, readouts; returns (h, sdt)
+              SEG: tl.constexpr, TN: tl.constexpr):
+    # one step i (grid position pc) of a direction: checkpoint, state update, readouts; returns (h, sdt).
+    # TN = 0: the state tile h is (BD, N); TN = 1: (N, BD) (see _seq_fwd_kernel)
     u = u_raw.to(tl.float32)
     dr = d_raw.to(tl.float32) + bias
     Bt = B_raw.to(tl.float32)
     C0 = C_raw.to(tl.float32)
     if SAVE:
         if i % BT == 0:
-            tl.store(hck_base + (i // BT) * N * Di + hck_off, h, mask=mask_d[:, None])
+            tl.store(hck_base + (i // BT) * N * Di + hck_off, h, mask=_tile_mask(mask_d, TN))
     dt = tl.where(mask_d, _softplus(dr), 0.0)
-    a = tl.exp2(dt[:, None] * A2)
-    h = a * h + (dt * u)[:, None] * Bt[None, :]
+    if TN:
+        a = tl.exp2(dt[None, :] * A2)
+        h = a * h + (dt * u)[None, :] * Bt[:, None]
+    else:
+        a = tl.exp2(dt[:, None] * A2)
+        h = a * h + (dt * u)[:, None] * Bt[None, :]
     if SEG == 1:
         sdt += dt
     else:
         du = Dv * u
-        y = tl.sum(h * C0[None, :], axis=1) + du
+        y = _readout(h, C0, TN) + du
         tl.store(y_base + pc * Di + offs_d, y, mask=mask_d)
         for g in range(g0 + 1, g1):
             Cg = tl.load(C_base + (pc * G + g) * N + offs_n).to(tl.float32)   # the group's rows share C0's lines
-            yg = tl.sum(h * Cg[None, :], axis=1) + du
+            yg = _readout(h, Cg, TN) + du
             tl.store(y_base + (g - g0) * stride_yg + pc * Di + offs_d, yg, mask=mask_d)
     return h, sdt
+
+
+@triton.jit
+def _readout(h, C, TN: tl.constexpr):
+    # sum over the N states of h * C: per channel, (BD,)
+    if TN:
+        return tl.sum(h * C[:, None], axis=0)
+    else:
+        return tl.sum(h * C[None, :], axis=1)
+
+
+@triton.jit
+def _tile_mask(mask_d, TN: tl.constexpr):
+    # the channel mask broadcast over the state tile's shape
+    if TN:
+        return mask_d[None, :]
+    else:
+        return mask_d[:, None]
 
 
 @triton.jit(do_not_specialize=["H", "W", "G", "n_chunks", "GB", "n_gblk", "seg_len", "n_seg"])
 def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hck_ptr, hs_ptr, sdt_ptr,
                     Di, L, H, W, G, n_chunks, GB, n_gblk, seg_len, n_seg,
                     N: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, SAVE: tl.constexpr, SEG: tl.constexpr,
-                    PF: tl.constexpr):
+                    PF: tl.constexpr, TN: tl.constexpr = 0):
     # Readouts g0 .. g1-1 of recurrence s: a program owns a group of GB of the G contents that share the recurrence
     # (decoder form); the recurrence is recomputed once per group, so groups trade work for parallelism.
     # Segments (long sequences, few recurrences): program j walks steps [j*seg_len, (j+1)*seg_len) of its direction.
@@ -108,6 +131,11 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     # PF: how many steps ahead the loads are issued. PF = 1: the next step's, before this step's arithmetic. PF = 4:
     #   the loop is unrolled by 4 and each of the 4 register slots is refilled with the step 4 later as soon as it
     #   has been read, so a load has 4 steps of work to arrive (one step is far shorter than a DRAM round trip).
+    # TN: orientation of the (fp32) state tile. TN = 0: (BD, N); Triton then spreads N over 16 lanes, and every
+    #   step's readout (a sum over N) costs 4 shuffle rounds per channel (sm_90a SASS: 512 SHFL in the PF = 4 loop).
+    #   TN = 1: (N, BD), A given transposed (N, K*Di) so that every access runs along the channels; with
+    #   BD = 32 * num_warps each thread then holds one channel's N states and the sum stays in its registers (no
+    #   SHFL, BAR or shared memory), at twice the registers (238 vs 122 at (64, 2), PF = 4). Session 7, not yet timed.
     pid2 = tl.program_id(2)
     j = pid2 % n_seg
     rest = pid2 // n_seg
@@ -122,7 +150,11 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     mask_d = offs_d < Di
     offs_n = tl.arange(0, N)
     c = k * Di + offs_d
-    A2 = tl.load(A_ptr + c[:, None] * N + offs_n[None, :], mask=mask_d[:, None], other=0.0).to(tl.float32) * 1.4426950408889634
+    if TN:
+        A2 = tl.load(A_ptr + offs_n[:, None] * (4 * Di) + c[None, :], mask=mask_d[None, :], other=0.0)
+    else:
+        A2 = tl.load(A_ptr + c[:, None] * N + offs_n[None, :], mask=mask_d[:, None], other=0.0)
+    A2 = A2.to(tl.float32) * 1.4426950408889634
     Dv = tl.load(D_ptr + c, mask=mask_d, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + c, mask=mask_d, other=0.0).to(tl.float32)
 
@@ -133,14 +165,19 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
     C_base = C_ptr + (s * 4 + k) * L * G * N                  # C: (S, K, L, G, N): a step's G rows are adjacent
     y_base = y_ptr + ((s * G + g0) * 4 + k) * LD              # slots: (S, G, K, L, Di), from readout g0
     hck_base = hck_ptr + (s * 4 + k) * n_chunks * N * Di      # checkpoints: (S, K, n_chunks, N, Di)
-    hck_off = offs_n[None, :] * Di + offs_d[:, None]          # (BD, N)
+    if TN:
+        hck_off = offs_n[:, None] * Di + offs_d[None, :]      # (N, BD)
+    else:
+        hck_off = offs_n[None, :] * Di + offs_d[:, None]      # (BD, N)
     hs_base = hs_ptr + ((s * 4 + k) * n_seg + j) * N * Di     # segment states: (S, K, n_seg, N, Di)
     stride_yg = 4 * LD
     rev = k >= 2
     col = (k % 2) == 1
 
     if SEG == 2:
-        h = tl.load(hs_base + hck_off, mask=mask_d[:, None], other=0.0)
+        h = tl.load(hs_base + hck_off, mask=_tile_mask(mask_d, TN), other=0.0)
+    elif TN:
+        h = tl.zeros((N, BD), dtype=tl.float32)
     else:
         h = tl.zeros((BD, N), dtype=tl.float32)
     sdt = tl.zeros((BD,), dtype=tl.float32)
@@ -153,7 +190,7 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
             p, u_n, d_n, B_n, C_n = _step_loads(i + 1, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G,
                                                 g0, offs_d, mask_d, offs_n, N)
             h, sdt = _fwd_step(h, sdt, u, dr, Bt, C0, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
-                               hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+                               hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG, TN)
     else:
         tl.static_assert(PF == 4, "prefetch depth PF must be 1 or 4")
         # slot q holds the loads of step i + q; each slot is refilled with the step 4 later right after it is read
@@ -171,27 +208,27 @@ def _seq_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, 
             p0, u0, d0, B0, C0 = _step_loads(i + 4, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
                                              offs_d, mask_d, offs_n, N)
             h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i, A2, Dv, bias, mask_d, offs_d, offs_n, y_base, C_base,
-                               hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+                               hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG, TN)
             pc, u, dr, Bt, Cr = p1, u1, d1, B1, C1
             p1, u1, d1, B1, C1 = _step_loads(i + 5, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
                                              offs_d, mask_d, offs_n, N)
             if i + 1 < i1:
                 h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 1, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
-                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG, TN)
             pc, u, dr, Bt, Cr = p2, u2, d2, B2, C2
             p2, u2, d2, B2, C2 = _step_loads(i + 6, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
                                              offs_d, mask_d, offs_n, N)
             if i + 2 < i1:
                 h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 2, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
-                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG, TN)
             pc, u, dr, Bt, Cr = p3, u3, d3, B3, C3
             p3, u3, d3, B3, C3 = _step_loads(i + 7, L, H, W, rev, col, u_base, dl_base, B_base, C_base, Di, G, g0,
                                              offs_d, mask_d, offs_n, N)
             if i + 3 < i1:
                 h, sdt = _fwd_step(h, sdt, u, dr, Bt, Cr, pc, i + 3, A2, Dv, bias, mask_d, offs_d, offs_n, y_base,
-                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG)
+                                   C_base, hck_base, hck_off, stride_yg, Di, G, g0, g1, N, BT, SAVE, SEG, TN)
     if SEG == 1:
-        tl.store(hs_base + hck_off, h, mask=mask_d[:, None])
+        tl.store(hs_base + hck_off, h, mask=_tile_mask(mask_d, TN))
         tl.store(sdt_ptr + ((s * 4 + k) * n_seg + j) * Di + offs_d, sdt, mask=mask_d)
 
 
@@ -210,6 +247,12 @@ FWD_G_CONFIGS = [(64, 4, 4), (64, 4, 8), (32, 2, 4), (32, 2, 8), (64, 2, 8), (64
 # Two (BD, warps) shapes only, so a new sequence length compiles at most four extra kernel variants (SEG 1 and 2).
 FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32), (64, 4, 2, 8), (64, 2, 1, 8),
                    (64, 2, 0, 16, 4), (64, 4, 0, 32, 4)]
+# The same with the (N, BD) state tile (TN = 1, the 6th element; session 7): only shapes with BD = 32 * num_warps,
+# where each thread holds one channel's N states (other shapes split N over warps: barriers). Not yet timed.
+FWD_TN_CONFIGS = [(64, 2, 0, 0, 4, 1), (128, 4, 0, 0, 4, 1), (32, 1, 0, 0, 4, 1), (64, 2, 0, 0, 1, 1)]
+FWD_TN_G_CONFIGS = [(64, 2, 0, 0, 4, 1), (64, 2, 8, 0, 4, 1), (64, 2, 2, 0, 4, 1), (64, 2, 1, 0, 4, 1),
+                    (128, 4, 0, 0, 4, 1)]
+FWD_TN_SEG_CONFIGS = [(64, 2, 0, 16, 4, 1), (64, 2, 0, 64, 4, 1), (64, 2, 1, 8, 4, 1)]
 SEG_MIN_L = 1024       # 256² images (L = 1024) run at B = 1 / one recurrence many readouts: latency-bound without segments
 _DEFAULT_FWD = (64, 4)
 TRAIN_BT = 8            # checkpoint interval = v1 backward's chunk
@@ -221,7 +264,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck.
 
     cfg = (BD, num_warps[, GB readouts per program (0: all)[, P segments (0 or 1: none)[, PF prefetch depth, 1 or
-    4]]]). With P > 1 the sequence is cut into P segments
+    4[, TN state tile (N, BD) instead of (BD, N)]]]]). With P > 1 the sequence is cut into P segments
     scanned in parallel: a state pass gives each segment's end state (from zero) and sum of dt, the true state before
     segment j is H_j = exp(A * sum dt_{j-1}) * H_{j-1} + h_{j-1} (a short loop here, fixed order), and an output pass
     rescans every segment from its H_j. Twice the recurrence work for P times the parallelism: for long sequences
@@ -232,6 +275,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     GB = min(G, cfg[2]) if len(cfg) > 2 and cfg[2] else G
     P = cfg[3] if len(cfg) > 3 and cfg[3] else 1
     PF = cfg[4] if len(cfg) > 4 else 1
+    TN = cfg[5] if len(cfg) > 5 else 0
     n_gblk = triton.cdiv(G, GB)
     assert not (save and n_gblk > 1), "checkpoints are saved for one readout group only"
     assert not (save and P > 1), "checkpoints are saved by the one-segment form only"
@@ -242,24 +286,25 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     n_dblk = triton.cdiv(Di, BD)
     seg_len = triton.cdiv(L, max(1, P))
     n_seg = triton.cdiv(L, seg_len)
+    Ak = A.t().contiguous() if TN else A     # TN = 1 reads A as (N, K*Di), along the channels
     if n_seg == 1:
         _seq_fwd_kernel[(n_dblk, K, S * n_gblk)](
-            u, delta, A, Bt, Ct, D, delta_bias, slots, hck, slots, slots, Di, L, h, w, G, n_chunks, GB, n_gblk,
-            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, PF=PF, num_warps=nw)
+            u, delta, Ak, Bt, Ct, D, delta_bias, slots, hck, slots, slots, Di, L, h, w, G, n_chunks, GB, n_gblk,
+            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, PF=PF, TN=TN, num_warps=nw)
         return slots, (hck if save else None)
     hs = v1._empty((S, K, n_seg, N, Di), u.device)
     sdt = v1._empty((S, K, n_seg, Di), u.device)
     _seq_fwd_kernel[(n_dblk, K, S * n_seg)](
-        u, delta, A, Bt, Ct, D, delta_bias, slots, slots, hs, sdt, Di, L, h, w, G, n_chunks, G, 1,
-        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, PF=PF, num_warps=nw)
+        u, delta, Ak, Bt, Ct, D, delta_bias, slots, slots, hs, sdt, Di, L, h, w, G, n_chunks, G, 1,
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, PF=PF, TN=TN, num_warps=nw)
     h0 = torch.zeros_like(hs)
     An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
     for jj in range(1, n_seg):
         decay = torch.exp(An[None] * sdt[:, :, jj - 1, None, :])   # (S, K, N, Di)
         h0[:, :, jj] = decay * h0[:, :, jj - 1] + hs[:, :, jj - 1]
     _seq_fwd_kernel[(n_dblk, K, S * n_gblk * n_seg)](
-        u, delta, A, Bt, Ct, D, delta_bias, slots, slots, h0, sdt, Di, L, h, w, G, n_chunks, GB, n_gblk,
-        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, PF=PF, num_warps=nw)
+        u, delta, Ak, Bt, Ct, D, delta_bias, slots, slots, h0, sdt, Di, L, h, w, G, n_chunks, GB, n_gblk,
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, PF=PF, TN=TN, num_warps=nw)
     return slots, None
 
 
@@ -285,6 +330,11 @@ def prefetch4_allowed() -> bool:
     return os.environ.get("MAMBAST_SCAN2_PF", "1") != "0"
 
 
+def tile_tn_allowed() -> bool:
+    """Whether the tuner may pick the (N, BD) state-tile configs (env MAMBAST_SCAN2_TN=0: not; for A/B runs)."""
+    return os.environ.get("MAMBAST_SCAN2_TN", "1") != "0"
+
+
 def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False):
     """The forward's (BD, num_warps[, GB[, P[, PF]]]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape
     key. grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates
@@ -296,11 +346,14 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
         return env
     if v1._interpreting():
         return (8, 1)
-    cands = FWD_CONFIGS + FWD_PF_CONFIGS + (FWD_G_CONFIGS if grouped else [])
+    cands = FWD_CONFIGS + FWD_PF_CONFIGS + FWD_TN_CONFIGS + (FWD_G_CONFIGS + FWD_TN_G_CONFIGS if grouped else [])
     if segmented:
-        cands = cands + [c for c in FWD_SEG_CONFIGS if grouped or not c[2]]
+        cands = cands + [c for c in FWD_SEG_CONFIGS + FWD_TN_SEG_CONFIGS if grouped or not c[2]]
     if not prefetch4_allowed():
         cands = [c for c in cands if len(c) < 5 or c[4] == 1]
+    if not tile_tn_allowed():
+        cands = [c for c in cands if len(c) < 6 or not c[5]]
+    cands = list(dict.fromkeys(cands))
     return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
 
@@ -313,7 +366,8 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     Bt = B.transpose(-1, -2).contiguous()
     Ct = C.permute(0, 2, 4, 1, 3).contiguous()                # (S, K, L, G, N): one step's G readout rows together
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
-    key = f"v2fwd5|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}|pf{int(prefetch4_allowed())}|{dev}"
+    key = (f"v2fwd6|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}"
+           f"|pf{int(prefetch4_allowed())}|tn{int(tile_tn_allowed())}|{dev}")
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
                      config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
@@ -503,6 +557,13 @@ def _seq_bwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
 SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 200), (32, 1, 224), (32, 1, 128), (16, 1, 96), (64, 2), (64, 4),
                     # 4th element PF = 1: each pass issues the next step's loads first (session 5; not yet timed)
                     (32, 1, 0, 1), (32, 1, 168, 1), (32, 1, 200, 1), (16, 1, 0, 1)]
+
+
+def known_tune_configs() -> dict[str, list[tuple]]:
+    """Every config the tuner may store, by the kernel-version tag that starts its cache keys (for bundled picks)."""
+    return {"v2fwd6": (FWD_CONFIGS + FWD_PF_CONFIGS + FWD_TN_CONFIGS + FWD_G_CONFIGS + FWD_TN_G_CONFIGS
+                       + FWD_SEG_CONFIGS + FWD_TN_SEG_CONFIGS),
+            "v2bwd": list(BWD_CONFIGS), "v3seqbwd5": SEQ_BWD3_CONFIGS}
 _DEFAULT_SEQ_BWD3 = (32, 1, 168)
 
 

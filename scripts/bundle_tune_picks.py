@@ -21,8 +21,7 @@ def main() -> int:
 
     v2 = importlib.import_module("mambast_kernels.cross_scan_v2")
 
-    known = {"v2fwd5": v2.FWD_CONFIGS + v2.FWD_PF_CONFIGS + v2.FWD_G_CONFIGS + v2.FWD_SEG_CONFIGS,
-             "v2bwd": v2.BWD_CONFIGS, "v3seqbwd5": v2.SEQ_BWD3_CONFIGS}
+    known = v2.known_tune_configs()
     picks = json.loads(Path(a.cache).read_text())
     kept, dropped = {}, []
     for k, v in sorted(picks.items()):

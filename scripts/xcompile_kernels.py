@@ -3,8 +3,10 @@
 What a CPU-only session can check about a GPU kernel before it is ever run: that it compiles for Hopper with this
 Triton, how many registers a thread needs (occupancy), and whether anything spills. Uses the ptxas that ships in the
 Triton wheel (`ptxas-blackwell`, which accepts the PTX versions recent Triton emits). Timings still need a GPU.
+With --sass it also disassembles (nvdisasm, from the same wheel) and counts the instructions that say how a kernel
+is bound: MUFU.EX2 (exponentials), SHFL (cross-lane reductions), BAR.SYNC and LDS/STS (shared-memory round trips).
 
-    python scripts/xcompile_kernels.py [--only scan|norm|conv] [--arch 90|80|89]
+    python scripts/xcompile_kernels.py [--only scan|norm|conv] [--arch 90|80|89] [--sass]
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _ptxas() -> str:
     raise SystemExit("no ptxas in the Triton wheel")
 
 
-def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90) -> str:
+def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sass: bool = False) -> str:
     """Registers / spills of one specialisation, as ptxas reports them for sm_<arch> (sm_90a for Hopper)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -39,22 +41,30 @@ def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90) ->
         sig[name] = "constexpr"
     k = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", arch, 32),
                        options={"num_warps": num_warps})
+    counts = ""
     with tempfile.TemporaryDirectory() as d:
         ptx = os.path.join(d, "k.ptx")
         Path(ptx).write_text(k.asm["ptx"])
         r = subprocess.run([_ptxas(), f"-arch=sm_{arch}{'a' if arch == 90 else ''}", "-v", ptx, "-o", os.path.join(d, "k.cubin")],
                            capture_output=True, text=True)
+        if sass and r.returncode == 0:
+            code = subprocess.run([str(Path(_ptxas()).parent / "nvdisasm"), "-c", os.path.join(d, "k.cubin")],
+                                  capture_output=True, text=True).stdout
+            ops = [m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", code)]
+            n = {op: sum(o == op for o in ops) for op in ("MUFU", "SHFL", "BAR", "LDS", "STS")}
+            counts = f" | SASS {len(ops)} instr: " + " ".join(f"{op} {c}" for op, c in n.items())
     regs = re.search(r"Used (\d+) registers", r.stderr)
     spill = re.search(r"(\d+) bytes spill stores", r.stderr)
     if r.returncode != 0 or regs is None:
         return f"ptxas failed: {r.stderr.strip()[:200]}"
-    return f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled"
+    return f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled{counts}"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="substring of the row names to compile")
     ap.add_argument("--arch", type=int, default=90, help="compute capability ×10: 90 (H100), 80 (A100), 89 (L4/4090)")
+    ap.add_argument("--sass", action="store_true", help="also count MUFU / SHFL / BAR / LDS / STS in the SASS")
     a = ap.parse_args()
     import triton
 
@@ -67,10 +77,13 @@ def main() -> int:
          "Di", "L", "H", "W", "G", "n_chunks", "GB", "n_gblk", "seg_len", "n_seg"],
         ["*bf16", "*bf16", "*fp32", "*bf16", "*bf16", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32"] + ["i32"] * 10))
     rows = []
-    for BD, nw, seg, save, pf in [(64, 4, 0, False, 1), (64, 4, 0, False, 4), (64, 2, 0, False, 4),
-                                  (128, 4, 0, False, 4), (64, 4, 0, True, 4), (64, 2, 1, False, 4), (64, 2, 2, False, 4)]:
-        rows.append((f"scan fwd BD={BD} warps={nw} SEG={seg} SAVE={int(save)} PF={pf}", _seq_fwd_kernel, fwd_sig(),
-                     dict(N=16, BD=BD, BT=8, SAVE=save, SEG=seg, PF=pf), nw))
+    for BD, nw, seg, save, pf, tn in [(64, 4, 0, False, 1, 0), (64, 4, 0, False, 4, 0), (64, 2, 0, False, 4, 0),
+                                      (128, 4, 0, False, 4, 0), (64, 4, 0, True, 4, 0), (64, 2, 1, False, 4, 0),
+                                      (64, 2, 2, False, 4, 0), (64, 2, 0, False, 4, 1), (128, 4, 0, False, 4, 1),
+                                      (32, 1, 0, False, 4, 1), (64, 2, 0, False, 1, 1), (64, 2, 0, True, 4, 1),
+                                      (64, 2, 2, False, 4, 1), (64, 4, 0, False, 4, 1)]:
+        rows.append((f"scan fwd BD={BD} warps={nw} SEG={seg} SAVE={int(save)} PF={pf} TN={tn}", _seq_fwd_kernel,
+                     fwd_sig(), dict(N=16, BD=BD, BT=8, SAVE=save, SEG=seg, PF=pf, TN=tn), nw))
     from mambast_kernels.cross_scan_v2 import _seq_bwd3_kernel
 
     bwd_names = ["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "dy_ptr", "hck_ptr", "scr_ptr",
@@ -93,7 +106,7 @@ def main() -> int:
     for name, fn, sig, consts, nw in rows:
         if a.only and a.only not in name:
             continue
-        print(f"  {name:50} {_compile(fn, dict(sig), dict(consts), nw, a.arch)}", flush=True)
+        print(f"  {name:55} {_compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass)}", flush=True)
     return 0
 
 

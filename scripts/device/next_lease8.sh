@@ -7,6 +7,9 @@
 #           to see what the ~4.8 s the GPU is not stylizing are; default and MAMBAST_VIDEO_GPU_YUV=0 for contrast.
 #   PART=2: where nvJPEG's ~5 s of start-up goes (scripts/probe_gpu_jpeg_startup.py), then the folder with and
 #           without it (the answer decides whether GPU decoding can become the default).
+#   PART=4: the scan forward's (N, BD) state tile (TN = 1, session 7: no shuffles, barriers or shared memory in
+#           its loop, sm_90a SASS): parity on the GPU, then its rows against the best (BD, N) configs. Run it FIRST on
+#           a fresh machine: every later part tunes with the TN candidates in the list.
 #   PART=3: where the engine's GPU time goes now (the last profile is session 4's, before the fused block kernels
 #           and PF = 4): both folder-bound and video-bound targets now wait on the engine (BENCHMARKS.md, session 7).
 # Training on GPUs 0-2 (issue 4), from the session-7 bundled model: the averaged pair again, longer (the floor and
@@ -30,6 +33,10 @@ elif [ "$PART" = 2 ]; then
       --json > $OUT/folder8_$m.json 2>/dev/null
     python3 -c "import json; r=json.load(open('$OUT/folder8_$m.json'))['folder']; print('gpu_decode=$m', {k: r[k] for k in ('wall_img_s', 'steady_img_s', 'warmup_s')})"
   done
+elif [ "$PART" = 4 ]; then
+  timeout 200 python3 -m pytest -q -x tests/kernels/test_cross_scan.py -k "transposed or prefetch_depth" 2>&1 | tail -2
+  timeout 100 python3 kernels/check_gpu.py --quick 2>&1 | tail -3
+  timeout 250 python3 kernels/bench.py --only "v2 tn" 2>&1 | grep -v -i warn | tail -30
 elif [ "$PART" = 3 ]; then
   timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile8 2>&1 \
     | grep -v -i warn | tail -40

@@ -268,6 +268,28 @@ def test_v2_prefetch_depth_4(poisoned, G, cfg, hw, save):
 
 
 @needs_triton
+@pytest.mark.parametrize("G,cfg,hw,save", [(1, (8, 1, 0, 0, 4, 1), (3, 5), True), (1, (8, 1, 0, 0, 1, 1), (1, 7), True),
+                                           (3, (8, 1, 2, 0, 4, 1), (4, 4), False), (2, (8, 1, 0, 3, 4, 1), (2, 3), False),
+                                           (3, (8, 1, 2, 2, 1, 1), (3, 5), False)])
+def test_v2_state_tile_transposed(poisoned, G, cfg, hw, save):
+    """The (N, BD) state tile (config TN = 1, A read transposed): the reference's output with PF 1 and 4, readout
+    groups, segments and a channel count that is not a multiple of BD; its checkpoints are the (BD, N) tile's bytes
+    (the backward reads them), and its outputs agree with it to fp32 rounding (the sum over N runs in another order)."""
+    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
+    h, w = hw
+    xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
+    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
+    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
+    with torch.no_grad():
+        y, hck, used = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg, save_states=save)
+        y0, hck0, _ = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg[:5], save_states=save)
+    assert tuple(used) == cfg and (hck is not None) == save
+    _check("y", y.transpose(-1, -2), y_ref, 1e-5)
+    torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-6)
+    assert not save or torch.equal(hck, hck0)
+
+
+@needs_triton
 @pytest.mark.parametrize("G,hw,Di", [(1, (3, 5), 12), (2, (2, 3), 8), (1, (1, 17), 8)])
 def test_v2_seq_backward_prefetch(poisoned, G, hw, Di):
     """The sequential backward with each pass's next loads issued first (config PF = 1) gives the same gradients,

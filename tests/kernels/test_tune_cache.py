@@ -39,8 +39,7 @@ def test_bundled_then_user_and_only_own_picks_saved(fresh: Path) -> None:
 def test_the_shipped_picks_are_valid_json_for_known_configs() -> None:
     v2 = importlib.import_module("mambast_kernels.cross_scan_v2")
 
-    known = {"v2fwd5": v2.FWD_CONFIGS + v2.FWD_PF_CONFIGS + v2.FWD_G_CONFIGS + v2.FWD_SEG_CONFIGS,
-             "v2bwd": v2.BWD_CONFIGS, "v3seqbwd5": v2.SEQ_BWD3_CONFIGS}
+    known = v2.known_tune_configs()
     for f in sorted(Path(v1.__file__).resolve().parent.joinpath("tuned").glob("*.json")):
         for k, cfg in json.loads(f.read_text()).items():
             assert tuple(cfg) in {tuple(c) for c in known[k.split("|", 1)[0]]}, (f.name, k)
