@@ -249,7 +249,9 @@ FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32)
                    (64, 2, 0, 16, 4), (64, 4, 0, 32, 4)]
 # The same with the (N, BD) state tile (TN = 1, the 6th element; session 7): only shapes with BD = 32 * num_warps,
 # where each thread holds one channel's N states (other shapes split N over warps: barriers). Not yet timed.
-FWD_TN_CONFIGS = [(64, 2, 0, 0, 4, 1), (128, 4, 0, 0, 4, 1), (32, 1, 0, 0, 4, 1), (64, 2, 0, 0, 1, 1)]
+# PF = 4 needs 238 registers with TN = 1 (4 programs of 2 warps per SM); capped at 168 it spills 36 bytes and 6 fit.
+FWD_TN_CONFIGS = [(64, 2, 0, 0, 4, 1), (128, 4, 0, 0, 4, 1), (32, 1, 0, 0, 4, 1), (64, 2, 0, 0, 1, 1),
+                  (64, 2, 0, 0, 4, 1, 168), (128, 4, 0, 0, 4, 1, 168)]
 FWD_TN_G_CONFIGS = [(64, 2, 0, 0, 4, 1), (64, 2, 8, 0, 4, 1), (64, 2, 2, 0, 4, 1), (64, 2, 1, 0, 4, 1),
                     (128, 4, 0, 0, 4, 1)]
 FWD_TN_SEG_CONFIGS = [(64, 2, 0, 16, 4, 1), (64, 2, 0, 64, 4, 1), (64, 2, 1, 8, 4, 1)]
@@ -264,7 +266,8 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck.
 
     cfg = (BD, num_warps[, GB readouts per program (0: all)[, P segments (0 or 1: none)[, PF prefetch depth, 1 or
-    4[, TN state tile (N, BD) instead of (BD, N)]]]]). With P > 1 the sequence is cut into P segments
+    4[, TN state tile (N, BD) instead of (BD, N)[, register cap (0: none)]]]]]). With P > 1 the sequence is cut into
+    P segments
     scanned in parallel: a state pass gives each segment's end state (from zero) and sum of dt, the true state before
     segment j is H_j = exp(A * sum dt_{j-1}) * H_{j-1} + h_{j-1} (a short loop here, fixed order), and an output pass
     rescans every segment from its H_j. Twice the recurrence work for P times the parallelism: for long sequences
@@ -276,6 +279,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     P = cfg[3] if len(cfg) > 3 and cfg[3] else 1
     PF = cfg[4] if len(cfg) > 4 else 1
     TN = cfg[5] if len(cfg) > 5 else 0
+    extra = {"maxnreg": cfg[6]} if len(cfg) > 6 and cfg[6] else {}     # a register cap (more programs per SM)
     n_gblk = triton.cdiv(G, GB)
     assert not (save and n_gblk > 1), "checkpoints are saved for one readout group only"
     assert not (save and P > 1), "checkpoints are saved by the one-segment form only"
@@ -290,13 +294,13 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     if n_seg == 1:
         _seq_fwd_kernel[(n_dblk, K, S * n_gblk)](
             u, delta, Ak, Bt, Ct, D, delta_bias, slots, hck, slots, slots, Di, L, h, w, G, n_chunks, GB, n_gblk,
-            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, PF=PF, TN=TN, num_warps=nw)
+            L, 1, N=N, BD=BD, BT=BT, SAVE=save, SEG=0, PF=PF, TN=TN, num_warps=nw, **extra)
         return slots, (hck if save else None)
     hs = v1._empty((S, K, n_seg, N, Di), u.device)
     sdt = v1._empty((S, K, n_seg, Di), u.device)
     _seq_fwd_kernel[(n_dblk, K, S * n_seg)](
         u, delta, Ak, Bt, Ct, D, delta_bias, slots, slots, hs, sdt, Di, L, h, w, G, n_chunks, G, 1,
-        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, PF=PF, TN=TN, num_warps=nw)
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, PF=PF, TN=TN, num_warps=nw, **extra)
     h0 = torch.zeros_like(hs)
     An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
     for jj in range(1, n_seg):
@@ -304,7 +308,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
         h0[:, :, jj] = decay * h0[:, :, jj - 1] + hs[:, :, jj - 1]
     _seq_fwd_kernel[(n_dblk, K, S * n_gblk * n_seg)](
         u, delta, Ak, Bt, Ct, D, delta_bias, slots, slots, h0, sdt, Di, L, h, w, G, n_chunks, GB, n_gblk,
-        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, PF=PF, TN=TN, num_warps=nw)
+        seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, PF=PF, TN=TN, num_warps=nw, **extra)
     return slots, None
 
 

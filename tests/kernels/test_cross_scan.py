@@ -270,11 +270,13 @@ def test_v2_prefetch_depth_4(poisoned, G, cfg, hw, save):
 @needs_triton
 @pytest.mark.parametrize("G,cfg,hw,save", [(1, (8, 1, 0, 0, 4, 1), (3, 5), True), (1, (8, 1, 0, 0, 1, 1), (1, 7), True),
                                            (3, (8, 1, 2, 0, 4, 1), (4, 4), False), (2, (8, 1, 0, 3, 4, 1), (2, 3), False),
-                                           (3, (8, 1, 2, 2, 1, 1), (3, 5), False)])
+                                           (3, (8, 1, 2, 2, 1, 1), (3, 5), False),
+                                           (1, (8, 1, 0, 0, 4, 1, 168), (2, 3), True)])
 def test_v2_state_tile_transposed(poisoned, G, cfg, hw, save):
     """The (N, BD) state tile (config TN = 1, A read transposed): the reference's output with PF 1 and 4, readout
     groups, segments and a channel count that is not a multiple of BD; its checkpoints are the (BD, N) tile's bytes
-    (the backward reads them), and its outputs agree with it to fp32 rounding (the sum over N runs in another order)."""
+    (the backward reads them), and its outputs agree with it to fp32 rounding (the sum over N runs in another order).
+    A 7th element, a register cap, is passed to the compiler (ignored by the interpreter)."""
     from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
     h, w = hw
     xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
