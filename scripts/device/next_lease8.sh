@@ -41,3 +41,5 @@ elif [ "$PART" = 3 ]; then
   timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile8 2>&1 \
     | grep -v -i warn | tail -40
 fi
+# the scan tuner's picks so far, for kernels/tuned/h100.json (scripts/bundle_tune_picks.py; session 7 removed the old one)
+cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune8_part${PART:-1}.json 2>/dev/null
