@@ -255,7 +255,7 @@ def tensors_checksum(tensors: dict[str, "torch.Tensor"]) -> str:
         t = tensors[k].detach().contiguous().cpu()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))   # no copy; hashlib drops the GIL
     return h.hexdigest()
 
 
