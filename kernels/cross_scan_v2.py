@@ -252,8 +252,9 @@ FWD_SEG_CONFIGS = [(64, 2, 0, 4), (64, 2, 0, 16), (64, 2, 0, 64), (64, 4, 0, 32)
 # PF = 4 needs 238 registers with TN = 1 (4 programs of 2 warps per SM); capped at 168 it spills 36 bytes and 6 fit.
 FWD_TN_CONFIGS = [(64, 2, 0, 0, 4, 1), (128, 4, 0, 0, 4, 1), (32, 1, 0, 0, 4, 1), (64, 2, 0, 0, 1, 1),
                   (64, 2, 0, 0, 4, 1, 168), (128, 4, 0, 0, 4, 1, 168)]
-FWD_TN_G_CONFIGS = [(64, 2, 0, 0, 4, 1), (64, 2, 8, 0, 4, 1), (64, 2, 2, 0, 4, 1), (64, 2, 1, 0, 4, 1),
-                    (128, 4, 0, 0, 4, 1)]
+# Readouts are cheap with TN = 1 (a register sum instead of 4 shuffle rounds each), so larger groups are tried too.
+FWD_TN_G_CONFIGS = [(64, 2, 0, 0, 4, 1), (64, 2, 16, 0, 4, 1), (64, 2, 8, 0, 4, 1), (64, 2, 2, 0, 4, 1),
+                    (64, 2, 1, 0, 4, 1), (128, 4, 0, 0, 4, 1), (64, 2, 4, 0, 1, 1)]
 FWD_TN_SEG_CONFIGS = [(64, 2, 0, 16, 4, 1), (64, 2, 0, 64, 4, 1), (64, 2, 1, 8, 4, 1)]
 SEG_MIN_L = 1024       # 256² images (L = 1024) run at B = 1 / one recurrence many readouts: latency-bound without segments
 _DEFAULT_FWD = (64, 4)
