@@ -354,6 +354,9 @@ def test_several_styles_share_the_content_side(tmp_path: Path, make_image: Any, 
     assert encodes == [3]                                # one batch of 3 contents, encoded once for 3 styles
     got = {p.name: p.read_bytes() for p in (tmp_path / "all").rglob("*.png")}
     assert got == one and len(got) == 9
+    report, _ = _run(plan_jobs([str(tmp_path / "in")], styles, tmp_path / "b1", fmt="png"), eng,
+                     RunOptions(size=0, max_side=0, batch_size=1, fsync=False))     # 3 batches, styles back and forth
+    assert report.success and {p.name: p.read_bytes() for p in (tmp_path / "b1").rglob("*.png")} == one
 
     real_decode, calls = eng._decode_shared, []
 

@@ -555,8 +555,11 @@ class _Runner:
                 return
             size = _size(group[0])
             cap = self.batch_for(size)  # type: ignore[arg-type]
-            for k in range(0, len(group), cap):
-                self._submit_chunk(group[k : k + cap], sis, size, torch)  # type: ignore[arg-type]
+            for n, k in enumerate(range(0, len(group), cap)):
+                # styles in alternate directions batch after batch: when their per-grid layouts outgrow the engine's
+                # LRU, the ones used last are the first needed again (a cyclic order would miss on every style)
+                order = sis if n % 2 == 0 else sis[::-1]
+                self._submit_chunk(group[k : k + cap], order, size, torch)  # type: ignore[arg-type]
 
     def _submit_chunk(self, chunk: list[_Item], sis: tuple[int, ...], size: tuple[int, int], torch: Any) -> None:
         """Queue one batch for the engine thread (at most two queued or running: back-pressure)."""
