@@ -1,0 +1,81 @@
+"""Numbers for two artefacts a stylised picture can show, so that models can be compared on them, not only by eye.
+
+Owns `artifact_scores(outputs, contents)`. Both scores look at the stylisation residual r = luma(output) −
+luma(content), so that the content's own structure mostly cancels:
+
+- **streaks**: the model scans rows and columns, and an early model (MODEL.md) drew faint vertical lines across flat
+  skies. Averaging r down each column keeps what is the same along a whole column; its high-pass energy (minus a
+  9-px running mean) is compared with the same along rows. 1 = as much column structure as row structure; a
+  picture with vertical streaks scores well above 1 (`streak_ratio`; `streak_rms` is the column part in 0–1 units).
+- **patch grid**: the model works on 8×8 patches; a visible patch grid is energy at the harmonics of 1/8 cycle per
+  pixel. `grid_ratio` is the power of r's spectrum at those frequencies over the median power of their neighbours
+  (1 = nothing special there; a grid scores well above 1).
+
+Does not load models or files. Inputs are (B, 3, H, W) float tensors in [0, 1]; scores are means over the batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["artifact_scores"]
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]          # (B, H, W)
+
+
+def _highpass_energy(p: torch.Tensor, k: int = 9) -> torch.Tensor:
+    """Mean square of a profile (B, n) minus its k-tap running mean (replicate-padded): (B,)."""
+    smooth = F.avg_pool1d(F.pad(p[:, None], (k // 2, k // 2), mode="replicate"), k, stride=1)[:, 0]
+    return ((p - smooth) ** 2).mean(dim=1)
+
+
+def _grid_ratio(r: torch.Tensor, period: int) -> torch.Tensor:
+    """Power at the period's harmonics over the median power of their neighbours: (B,). A harmonic on an axis of the
+    spectrum is compared with its neighbours along that axis only, so that streaks (a broadband line along an axis)
+    do not read as a grid."""
+    B, H, W = r.shape
+    spec = torch.fft.rfft2(r - r.mean(dim=(1, 2), keepdim=True)).abs() ** 2          # (B, H, W//2+1)
+    fy = [round(H * m / period) for m in range(1, period // 2 + 1)]
+    fx = [round(W * m / period) for m in range(1, period // 2 + 1)]
+    peaks, around = [], []
+    for y in [0] + fy:
+        for x in [0] + fx:
+            if (y, x) == (0, 0) or y + 2 >= H or x + 2 >= spec.shape[2]:
+                continue
+            if y == 0:
+                offs = [(0, -2), (0, -1), (0, 1), (0, 2)]
+            elif x == 0:
+                offs = [(-2, 0), (-1, 0), (1, 0), (2, 0)]
+            else:
+                offs = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
+            peaks.append(spec[:, y, x])
+            nb = [spec[:, (y + dy) % H, x + dx] for dy, dx in offs if x + dx >= 0]
+            around.append(torch.stack(nb, 1).median(dim=1).values)
+    if not peaks:
+        return torch.ones(B)
+    return (torch.stack(peaks, 1).sum(1) / torch.stack(around, 1).sum(1).clamp_min(1e-20))
+
+
+@torch.no_grad()
+def artifact_scores(outputs: torch.Tensor, contents: torch.Tensor, period: int = 8) -> dict[str, float]:
+    """Streak and patch-grid scores of stylised outputs against their contents (see the module docstring).
+
+    Args:
+        outputs: (B, 3, H, W) in [0, 1], the stylised pictures.
+        contents: (B, 3, H, W) in [0, 1], the pictures they were made from (same size).
+        period: the patch size whose grid to look for (the model's: 8).
+
+    Returns:
+        {"streak_ratio", "streak_rms", "grid_ratio"}: means over the batch (lower is cleaner; ~1 for the ratios
+        means no preferred direction or period).
+    """
+    if outputs.shape != contents.shape or outputs.dim() != 4:
+        raise ValueError(f"outputs {tuple(outputs.shape)} and contents {tuple(contents.shape)} must be the same (B, 3, H, W)")
+    r = _luma(outputs.float()) - _luma(contents.float())
+    col = _highpass_energy(r.mean(dim=1))              # profile across x: structure constant down each column
+    row = _highpass_energy(r.mean(dim=2))              # profile across y
+    return {"streak_ratio": float((col / row.clamp_min(1e-20)).mean()),
+            "streak_rms": float(col.sqrt().mean()),
+            "grid_ratio": float(_grid_ratio(r, period).mean())}
