@@ -228,6 +228,21 @@ def test_v2_readout_groups(poisoned, G, GB, hw):
         torch.testing.assert_close(y, y_one, rtol=1e-5, atol=1e-5)
 
 
+def _fwd_cl_case(G: int, hw: tuple[int, int]):
+    """Fresh inputs for the channel-last forward (S = 2, Di = 12, N = 4, G readouts), its fp64 reference output, and
+    a runner: run(config, save=False) -> cross_scan_fwd_cl's (y, checkpoints, config used)."""
+    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
+    h, w = hw
+    xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
+    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
+    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
+
+    def run(config, save=False):
+        with torch.no_grad():
+            return cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=config, save_states=save)
+    return y_ref, run
+
+
 @needs_triton
 @pytest.mark.parametrize("G,cfg,hw", [(1, (8, 1, 0, 4), (3, 5)), (1, (8, 1, 0, 3), (1, 7)), (3, (8, 1, 2, 2), (4, 4)),
                                       (2, (8, 1, 0, 5), (2, 3)), (1, (8, 1, 0, 40), (3, 5)),
@@ -235,13 +250,8 @@ def test_v2_readout_groups(poisoned, G, GB, hw):
 def test_v2_segments(poisoned, G, cfg, hw):
     """Segmented form (long sequences): P segments scanned from zero, their end states combined in order, then every
     segment rescanned from its true start state. Same output as the reference; more segments than steps are fine."""
-    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
-    h, w = hw
-    xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
-    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
-    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
-    with torch.no_grad():
-        y, hck, used = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg)
+    y_ref, run = _fwd_cl_case(G, hw)
+    y, hck, used = run(cfg)
     assert hck is None and tuple(used) == cfg
     _check("y", y.transpose(-1, -2), y_ref, 1e-5)
 
@@ -254,14 +264,9 @@ def test_v2_prefetch_depth_4(poisoned, G, cfg, hw, save):
     """Loads issued 4 steps ahead (PF = 4: the loop unrolled by 4, steps past the end skipped): the reference's
     output, and the same bytes (outputs and checkpoints) as PF = 1, for sequences shorter than 4, not a multiple of
     4, readout groups and saved checkpoints."""
-    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
-    h, w = hw
-    xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
-    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
-    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
-    with torch.no_grad():
-        y, hck, used = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg, save_states=save)
-        y1, hck1, _ = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg[:3], save_states=save)
+    y_ref, run = _fwd_cl_case(G, hw)
+    y, hck, used = run(cfg, save)
+    y1, hck1, _ = run(cfg[:3], save)
     assert tuple(used) == cfg and (hck is not None) == save
     _check("y", y.transpose(-1, -2), y_ref, 1e-5)
     assert torch.equal(y, y1) and (not save or torch.equal(hck, hck1))
@@ -277,14 +282,9 @@ def test_v2_state_tile_transposed(poisoned, G, cfg, hw, save):
     groups, segments and a channel count that is not a multiple of BD; its checkpoints are the (BD, N) tile's bytes
     (the backward reads them), and its outputs agree with it to fp32 rounding (the sum over N runs in another order).
     A 7th element, a register cap, is passed to the compiler (ignored by the interpreter)."""
-    from mambast_kernels.cross_scan_v2 import cross_scan_fwd_cl
-    h, w = hw
-    xs = [x.to(DEVICE) for x in _inputs(2, 12, 4, G, h, w)]
-    y_ref = cross_scan_ref(*[x.double() for x in xs], h, w)
-    u_cl, d_cl = xs[0].transpose(1, 2).contiguous(), xs[1].transpose(2, 3).contiguous()
-    with torch.no_grad():
-        y, hck, used = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg, save_states=save)
-        y0, hck0, _ = cross_scan_fwd_cl(u_cl, d_cl, *xs[2:], h, w, config=cfg[:5], save_states=save)
+    y_ref, run = _fwd_cl_case(G, hw)
+    y, hck, used = run(cfg, save)
+    y0, hck0, _ = run(cfg[:5], save)
     assert tuple(used) == cfg and (hck is not None) == save
     _check("y", y.transpose(-1, -2), y_ref, 1e-5)
     torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-6)
