@@ -26,13 +26,9 @@ def record_event(t: Any, timing: bool = False) -> Any:
     Returns:
         The event, or None.
     """
-    import torch
-
     if not t.is_cuda:
         return None
-    ev = torch.cuda.Event(enable_timing=timing)
-    ev.record(torch.cuda.current_stream(t.device))
-    return ev
+    return _recorded(t.device, timing)
 
 
 def timing_mark(device: Any) -> Any:
@@ -42,11 +38,15 @@ def timing_mark(device: Any) -> Any:
     Args:
         device: a torch.device.
     """
-    import torch
-
     if getattr(device, "type", None) != "cuda":
         return None
-    ev = torch.cuda.Event(enable_timing=True)
+    return _recorded(device, True)
+
+
+def _recorded(device: Any, timing: bool) -> Any:
+    import torch
+
+    ev = torch.cuda.Event(enable_timing=timing)
     ev.record(torch.cuda.current_stream(device))
     return ev
 

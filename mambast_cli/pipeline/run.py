@@ -546,11 +546,8 @@ class _Runner:
 
         groups: dict[tuple[int, ...], list[_Item]] = {}
         for it in items:
-            groups.setdefault(it.styles if len(it.styles) > 1 else (), []).append(it)
-        work = [(sis, group) for sis, group in groups.items() if sis]
-        single = groups.get((), [])
-        work += [((si,), [it for it in single if it.styles == (si,)]) for si in sorted({it.styles[0] for it in single})]
-        for sis, group in work:
+            groups.setdefault(it.styles, []).append(it)
+        for sis, group in groups.items():
             if self.stop.is_set():
                 return
             size = _size(group[0])

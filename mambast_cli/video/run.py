@@ -365,7 +365,7 @@ def process_video(
     # the writer's GPU timeline (CUDA only): per batch, upload → frames back (busy), and the gaps in between (idle:
     # the GPU had finished the previous batch before this one was queued)
     wstats = {"gpu_wait_s": 0.0, "gpu_busy_s": 0.0, "gpu_idle_s": 0.0, "last_ready_s": 0.0}
-    first_launch_s: list[float] = []
+    first_launch_s = 0.0        # when the first batch was queued (host clock, from t_start)
     mstats = {"read_wait_s": 0.0, "buffer_wait_s": 0.0, "stack_s": 0.0, "writer_wait_s": 0.0}   # the main thread
     errors: list[BaseException] = []
 
@@ -427,7 +427,7 @@ def process_video(
         buf: list[vio.DecodedFrame] = []
 
         def flush() -> None:
-            nonlocal done, stylize_s, last_emit
+            nonlocal done, stylize_s, last_emit, first_launch_s
             if not buf:
                 return
             t0 = time.perf_counter()
@@ -439,7 +439,7 @@ def process_video(
                 torch.stack([torch.from_numpy(f.image) for f in buf], out=host)
                 mstats["stack_s"] += time.perf_counter() - t1
                 if not first_launch_s:
-                    first_launch_s.append(time.perf_counter() - t_start)
+                    first_launch_s = time.perf_counter() - t_start
                 start = timing_mark(dev)
                 x = frames_to_device(host, dev)
                 staging.uploaded(slot, record_event(x))
@@ -509,7 +509,7 @@ def process_video(
               "wall_s": round(wall, 3), **{k: round(v, 3) for k, v in mstats.items()},
               # where the GPU's time went (CUDA): first batch queued after first_launch_s; busy + idle from the first
               # upload to the last frames back; tail_s = from the last frames back to the end (encoder flush, commit)
-              "first_launch_s": round(first_launch_s[0] if first_launch_s else 0.0, 3),
+              "first_launch_s": round(first_launch_s, 3),
               **({"gpu_busy_s": round(wstats["gpu_busy_s"], 3), "gpu_idle_s": round(wstats["gpu_idle_s"], 3),
                   "tail_s": round(wall - wstats["last_ready_s"], 3)} if wstats["gpu_busy_s"] else {})}
     return ItemResult(job.input, job.output, "done", "; ".join(warnings), frames=done, seconds=wall, timing=timing)
