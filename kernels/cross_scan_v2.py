@@ -336,8 +336,9 @@ def prefetch4_allowed() -> bool:
 
 
 def tile_tn_allowed() -> bool:
-    """Whether the tuner may pick the (N, BD) state-tile configs (env MAMBAST_SCAN2_TN=0: not; for A/B runs)."""
-    return os.environ.get("MAMBAST_SCAN2_TN", "1") != "0"
+    """Whether the tuner may pick the (N, BD) state-tile configs: only with env MAMBAST_SCAN2_TN=1. Measured on an H100
+    in session 8 they lost at every engine shape (1.1-1.5x slower; BENCHMARKS.md), so they only cost tuning time."""
+    return os.environ.get("MAMBAST_SCAN2_TN", "0") == "1"
 
 
 def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False):
