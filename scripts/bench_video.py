@@ -200,7 +200,7 @@ def main() -> int:
 def _print_table(rows: list[dict], a: argparse.Namespace, env: dict) -> None:
     print()
     cols = ["decode_s", "stylize_s", "gpu_wait_s", "encode_s", "wall_s",
-            "read_wait_s", "buffer_wait_s", "stack_s", "writer_wait_s",     # the main thread's
+            "read_wait_s", "buffer_wait_s", "stack_s", "writer_wait_s", "packet_wait_s",   # the main thread's
             "first_launch_s", "gpu_busy_s", "gpu_idle_s", "tail_s"]         # the GPU's timeline (CUDA)
     print("| what | fps | " + " | ".join(c.replace("_s", " s").replace("_", " ") for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))

@@ -44,6 +44,11 @@ EventFn = Callable[[dict[str, Any]], None]
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 MAX_BATCH = 16
 _QUEUE_FRAMES = 24
+# what may wait for the encode thread: batches of stylised frames (big), and copied audio/subtitle packets (small),
+# counted apart: when packets took the batches' places in one 4-item queue, the main thread stalled behind ~25 audio
+# packets per batch until the encode thread had the previous batch off the GPU, and the GPU idled 1/3 of a 1080p job
+_OUT_BATCHES = 4
+_OUT_PACKETS = 4096
 
 
 @dataclass
@@ -251,6 +256,14 @@ def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:
     return False
 
 
+def _acquire(slots: threading.Semaphore, stop: threading.Event) -> bool:
+    """Take one slot, or give up once `stop` is set (False)."""
+    while not stop.is_set():
+        if slots.acquire(timeout=0.1):
+            return True
+    return False
+
+
 def _get(q: "queue.Queue[Any]", stop: threading.Event, check: Callable[[], None]) -> Any:
     while True:
         try:
@@ -360,13 +373,16 @@ def process_video(
     staging = PinnedPair()      # plain memory without CUDA
     stop = cancel or threading.Event()
     q_in: queue.Queue[Any] = queue.Queue(maxsize=max(_QUEUE_FRAMES, 2 * batch))
-    q_out: queue.Queue[Any] = queue.Queue(maxsize=4)
+    q_out: queue.Queue[Any] = queue.Queue()        # bounded by the two kinds of slots below
+    batch_slots = threading.Semaphore(_OUT_BATCHES)
+    packet_slots = threading.Semaphore(_OUT_PACKETS)
     rstats: dict[str, float] = {}
     # the writer's GPU timeline (CUDA only): per batch, upload → frames back (busy), and the gaps in between (idle:
     # the GPU had finished the previous batch before this one was queued)
     wstats = {"gpu_wait_s": 0.0, "gpu_busy_s": 0.0, "gpu_idle_s": 0.0, "last_ready_s": 0.0}
     first_launch_s = 0.0        # when the first batch was queued (host clock, from t_start)
-    mstats = {"read_wait_s": 0.0, "buffer_wait_s": 0.0, "stack_s": 0.0, "writer_wait_s": 0.0}   # the main thread
+    mstats = {"read_wait_s": 0.0, "buffer_wait_s": 0.0, "stack_s": 0.0, "writer_wait_s": 0.0,   # the main thread
+              "packet_wait_s": 0.0}
     errors: list[BaseException] = []
 
     # the reader runs in this process's thread, or (MAMBAST_VIDEO_DECODER=process) feeds it from a child process
@@ -394,6 +410,7 @@ def process_video(
                     return
                 if isinstance(item, vio.CopiedPacket):
                     writer.mux_copy(item.index, item.packet)
+                    packet_slots.release()
                 else:
                     t0 = time.perf_counter()
                     wait_event(item.ready)      # a CUDA error surfaces here: it stops the job like a writer error
@@ -407,6 +424,7 @@ def process_video(
                     write = writer.write_yuv420 if layout is not None else writer.write
                     for pts, img in zip(item.pts, item.frames.numpy()):
                         write(img, pts)
+                    batch_slots.release()
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
             stop.set()
@@ -456,9 +474,10 @@ def process_video(
             buf.clear()
             check_writer()
             t0 = time.perf_counter()
-            if not _put(q_out, item, stop):
+            if not _acquire(batch_slots, stop):
                 check_writer()
                 raise KeyboardInterrupt
+            q_out.put(item)
             mstats["writer_wait_s"] += time.perf_counter() - t0     # the encode thread 4 batches behind
             done += len(item.pts)
             now = time.perf_counter()
@@ -483,7 +502,10 @@ def process_video(
                 raise item.exc
             if isinstance(item, vio.CopiedPacket):
                 check_writer()
-                _put(q_out, item, stop)
+                t0 = time.perf_counter()
+                if _acquire(packet_slots, stop):
+                    q_out.put(item)
+                mstats["packet_wait_s"] += time.perf_counter() - t0
                 continue
             buf.append(item)
             if len(buf) >= batch:
@@ -492,7 +514,7 @@ def process_video(
         if done == 0:
             raise InputError(f"{job.input}: no video frames in the selected range",
                              hint="check --start/--duration" if opts.start or opts.duration else "the file may be corrupt")
-        _put(q_out, _END, stop)
+        q_out.put(_END)
         wt.join()
         check_writer()
         writer.commit()
