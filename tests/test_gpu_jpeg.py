@@ -60,13 +60,18 @@ def fake_torchvision(monkeypatch):
     import sys
     import types
 
+    from mambast_cli.io import gpu_jpeg
+
     def install(decode=_pillow_decode_jpeg):
         fake = types.ModuleType("torchvision.io")
         fake.decode_jpeg = decode                              # type: ignore[attr-defined]
         fake.ImageReadMode = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
         monkeypatch.setitem(sys.modules, "torchvision.io", fake)
-    return install
+        monkeypatch.setattr(gpu_jpeg, "_load_image_ops", lambda: None)   # the public-import path
+        gpu_jpeg._batch_decoder.cache_clear()
+    yield install
+    gpu_jpeg._batch_decoder.cache_clear()
 
 
 class _Engine:
@@ -114,6 +119,7 @@ def test_pipeline_decodes_jpegs_on_the_engine_thread(tmp_path: Path, make_image:
     outs = {}
     for mode in ("cpu", "gpu"):
         calls: list[int] = []
+        monkeypatch.setenv("MAMBAST_GPU_DECODE", "0")
         if mode == "gpu":
             monkeypatch.setenv("MAMBAST_GPU_DECODE", "1")
             monkeypatch.setattr(prun.gpu_jpeg, "available", lambda: True)
@@ -209,3 +215,69 @@ def test_decode_resize_groups_by_size_like_one_picture_at_a_time(fake_torchvisio
         if tuple(im.shape[-2:]) != (48, 64):
             im = F.interpolate(im[None], size=(48, 64), mode="bicubic", antialias=True, align_corners=False)[0]
         assert torch.equal(x[i], im.clamp(0, 255).round() / 255.0), i
+
+
+class _FakeOp:
+    """Stands in for ``torch.ops.image.decode_jpegs_cuda``: records its arguments, decodes with Pillow."""
+
+    def __init__(self, types_: tuple[str, ...]):
+        import types
+
+        self.calls: list[tuple] = []
+        args = [types.SimpleNamespace(type=t) for t in types_]
+        self.default = types.SimpleNamespace(_schema=types.SimpleNamespace(arguments=args))
+
+    def __call__(self, tensors, mode, device):
+        self.calls.append((len(tensors), mode, device))
+        return _pillow_decode_jpeg(tensors)
+
+
+@pytest.mark.parametrize("case", ["ok", "other schema", "does not load", "no library"])
+def test_image_ops_loaded_without_importing_torchvision(tmp_path: Path, monkeypatch, case: str) -> None:
+    """The fast loader finds torchvision's image library from the package's location (its __init__ never runs), loads
+    it, and uses the batched CUDA op only when its schema is (Tensor[], int, Device), with mode 3 (RGB)."""
+    import importlib.util
+    import sys
+    import types
+
+    from mambast_cli.io import gpu_jpeg
+
+    pkg = tmp_path / "torchvision"
+    pkg.mkdir()
+    if case != "no library":
+        (pkg / "image.so").write_bytes(b"")
+    spec = types.SimpleNamespace(submodule_search_locations=[str(pkg)])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec if name == "torchvision" else None)
+    op = _FakeOp(("Tensor[]", "int", "Device") if case != "other schema" else ("Tensor[]", "int"))
+    loaded: list[str] = []
+
+    def load_library(path: str) -> None:
+        if case == "does not load":
+            raise OSError("undefined symbol")
+        loaded.append(path)
+
+    monkeypatch.setattr(torch.ops, "load_library", load_library)
+    monkeypatch.setattr(torch.ops, "image", types.SimpleNamespace(decode_jpegs_cuda=op), raising=False)
+    before = set(sys.modules)
+    decode = gpu_jpeg._load_image_ops()
+    assert not any(m.startswith("torchvision") for m in set(sys.modules) - before)
+    if case != "ok":
+        assert decode is None
+        return
+    assert loaded == [str(pkg / "image.so")]
+    imgs = decode([torch.frombuffer(bytearray(_jpeg(32, 24)), dtype=torch.uint8)], "cpu")
+    assert op.calls == [(1, 3, torch.device("cpu"))] and imgs[0].shape == (3, 24, 32)
+
+
+def test_no_gpu_decoder_means_not_available_and_a_clear_error(monkeypatch) -> None:
+    from mambast_cli.io import gpu_jpeg
+
+    monkeypatch.setattr(gpu_jpeg, "_load_image_ops", lambda: None)
+    monkeypatch.setattr(gpu_jpeg, "_import_torchvision", lambda: None)
+    gpu_jpeg._batch_decoder.cache_clear()
+    try:
+        assert not gpu_jpeg.available()
+        with pytest.raises(RuntimeError, match="gpu-jpeg"):
+            gpu_jpeg.decode_resize([_jpeg(8, 8)], (8, 8), torch.device("cpu"))
+    finally:
+        gpu_jpeg._batch_decoder.cache_clear()

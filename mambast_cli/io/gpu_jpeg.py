@@ -1,4 +1,4 @@
-"""JPEG decoding on the GPU for the image pipeline: nvJPEG through torchvision (an optional extra), opt-in.
+"""JPEG decoding on the GPU for the image pipeline: nvJPEG through torchvision (an optional extra).
 
 Why: on the GPU host the decode threads cost ~2 ms of CPU per 512² JPEG and hand the GIL back and forth with the
 encode threads; nvJPEG decodes a batch on the GPU in a fraction of that (issue 5 quotes 0.13 vs 4.6 ms per 512²
@@ -11,16 +11,21 @@ for libjpeg and Pillow's Lanczos. A batch that nvJPEG refuses (CMYK, unusual sam
 to the CPU path for its pictures (the pipeline does that). EXIF orientation is applied here, on the GPU, from the
 orientation the header gave (`jpeg_header`): torchvision 0.26's CUDA decoder ignored ``apply_exif_orientation``
 (measured on an H100: rotated files came out unrotated, 9 dB against the CPU path), so it is never asked to.
-Off unless ``MAMBAST_GPU_DECODE=1`` (docs/cli.md). On an idle H100 with 16 cores (BENCHMARKS.md, session 7) it
-raised a 512² folder's steady rate from 359 to 484 pictures/s (the engine's own rate), but its start-up cost ~5 s
-more (warm-up 6.8 vs 1.9 s), so it pays only from several thousand pictures on; until that start-up is understood
-and hidden it stays opt-in.
+On by default wherever it can run (a CUDA engine and torchvision's nvJPEG op; ``MAMBAST_GPU_DECODE=0`` turns it
+off, docs/cli.md). It was opt-in until session 8: on an H100 with 16 cores it raised a 512² folder's steady rate
+from 359 to 484 pictures/s (session 7), but its start-up cost ~5 s more, and that was ``import torchvision.io``
+alone (5.0–5.5 s: it imports the models, datasets and transforms too). The decoder is now loaded from
+torchvision's image library without importing torchvision (`_load_image_ops`, 4 ms), the public import kept as
+the fallback: warm-up 2.6 s against 2.3 s on the CPU path, and 504 against 219 pictures/s steady on the same
+machine (BENCHMARKS.md, session 8).
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -33,17 +38,70 @@ _ORIENTATION = 0x0112
 
 
 def enabled() -> bool:
-    """Whether the user turned GPU decoding on (env ``MAMBAST_GPU_DECODE=1``)."""
-    return os.environ.get("MAMBAST_GPU_DECODE", "0") == "1"
+    """Whether GPU decoding may be used (the default; env ``MAMBAST_GPU_DECODE=0`` turns it off)."""
+    return os.environ.get("MAMBAST_GPU_DECODE", "1") != "0"
 
 
 def available() -> bool:
-    """Whether torchvision with `decode_jpeg` is importable (it is the optional extra ``gpu-jpeg``)."""
+    """Whether nvJPEG decoding through torchvision can run here (it is the optional extra ``gpu-jpeg``): its image
+    library loads and offers the batched CUDA decoder (see `_batch_decoder`)."""
+    return _batch_decoder() is not None
+
+
+# torchvision's ImageReadMode.RGB, and the schema of the op its `decode_jpeg` calls for a list of JPEGs on a CUDA device
+_MODE_RGB = 3
+_CUDA_OP_ARGS = ({"Tensor[]", "List[Tensor]"}, {"int"}, {"Device"})     # the list type prints either way
+
+
+def _load_image_ops() -> Callable[[list, Any], list] | None:
+    """torchvision's batched nvJPEG op, loaded from its image library alone, without importing torchvision.
+
+    ``import torchvision.io`` took 5.5 s on a fresh GPU host (session 8, `scripts/probe_gpu_jpeg_startup.py`): it imports
+    the models, datasets and transforms too. The decoder lives in one shared library (``torchvision/image*.so``) that
+    registers ``torch.ops.image.*``; torchvision's own ``decode_jpeg`` calls ``decode_jpegs_cuda(tensors, mode,
+    device)`` for a list on a CUDA device. Used only when the op has exactly that schema; None otherwise."""
+    import importlib.machinery
+    import importlib.util
+
+    import torch
+
     try:
-        from torchvision.io import decode_jpeg  # noqa: F401
+        spec = importlib.util.find_spec("torchvision")          # finds the package without running its __init__
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    libs = [Path(d) / f"image{suffix}" for d in spec.submodule_search_locations
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    lib = next((p for p in libs if p.is_file()), None)
+    if lib is None:
+        return None
+    try:
+        torch.ops.load_library(str(lib))
+        op = torch.ops.image.decode_jpegs_cuda
+        args = tuple(str(a.type) for a in op.default._schema.arguments)
+    except (OSError, RuntimeError, AttributeError):           # built for another torch, or no CUDA decoder in it
+        return None
+    if len(args) != len(_CUDA_OP_ARGS) or not all(a in ok for a, ok in zip(args, _CUDA_OP_ARGS)):
+        return None
+    return lambda tensors, device: op(tensors, _MODE_RGB, torch.device(device))
+
+
+def _import_torchvision() -> Callable[[list, Any], list] | None:
+    """The same through torchvision's public `decode_jpeg` (the slow import), for versions whose op differs."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
     except Exception:  # not installed, or built for another torch
-        return False
-    return True
+        return None
+    return lambda tensors, device: decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=False,
+                                               device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _batch_decoder() -> Callable[[list, Any], list] | None:
+    """decode(list of uint8 JPEG tensors, device) -> list of (3, H, W) uint8 tensors on the device, or None when
+    torchvision cannot decode on the GPU here. Found once per process; the fast loader first."""
+    return _load_image_ops() or _import_torchvision()
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -146,12 +204,14 @@ def decode_resize(datas: list[bytes], hw: tuple[int, int], device: Any,
     """
     import torch
     import torch.nn.functional as F
-    from torchvision.io import ImageReadMode, decode_jpeg
 
+    decode = _batch_decoder()
+    if decode is None:
+        raise RuntimeError("torchvision cannot decode JPEGs on the GPU here (install the gpu-jpeg extra)")
     tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     if orientations is None:
         orientations = [jpeg_header(d)[2] for d in datas]
-    imgs = decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=False, device=device)
+    imgs = decode(tensors, device)
     h, w = hw
     # pictures of one decoded size are converted (and resized) together: the engine thread runs this, and every
     # PyTorch call needs the GIL, which the decode and write threads hold much of the time

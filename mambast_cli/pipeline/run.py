@@ -131,7 +131,7 @@ class Report:
         style_cache_hits: from the engine's stats.
         style_encodes: from the engine's stats.
         batch_sizes: how many engine calls had each batch size.
-        gpu_decoded, gpu_decode_fallbacks: JPEGs decoded on the GPU (`MAMBAST_GPU_DECODE=1`), and JPEGs of batches
+        gpu_decoded, gpu_decode_fallbacks: JPEGs decoded on the GPU (`io.gpu_jpeg`), and JPEGs of batches
             that nvJPEG refused, decoded on the CPU instead.
         stages: seconds per stage: ``decode_wait`` (the calling thread waiting for a decode), ``engine_wait``
             (waiting for a free engine slot: the engine is the bottleneck), ``engine_busy`` (upload, model,
@@ -403,7 +403,8 @@ class _Runner:
         # On a CUDA engine pictures travel as uint8 and are converted on the GPU (`upload_frames`, `_download`); on the
         # CPU the decode and write threads convert them, in parallel, as float tensors. Same bytes either way.
         self.gpu_io = _is_cuda(getattr(engine, "device", None))
-        # Opt-in (MAMBAST_GPU_DECODE=1, torchvision installed): JPEGs travel as bytes and are decoded on the GPU.
+        # With torchvision's nvJPEG op present (MAMBAST_GPU_DECODE=0: never), JPEGs travel as bytes and are decoded on
+        # the GPU.
         self.gpu_jpeg = self.gpu_io and gpu_jpeg.enabled() and gpu_jpeg.available()
 
     # -- events ---------------------------------------------------------------------------------------------
