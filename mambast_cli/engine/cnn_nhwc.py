@@ -2,7 +2,8 @@
 
 Owns: `NHWCDecoder`, a drop-in callable for `MambaST.cnn` at inference: same input (B, C, h, w) features, same
 output (B, 3, H, W) (channels-last in memory, i.e. already the (B, H, W, 3) layout pictures leave in), same values
-as the `nn.Sequential` up to the convolution backend's summation order. Why: BENCHMARKS.md (session 3 profile at
+as the `nn.Sequential` up to the convolution backend's summation order. On CUDA each convolution's bias but the
+last is added by the next pad pass, not by a pass of its own (`fold_bias`). Why: BENCHMARKS.md (session 3 profile at
 512²) puts cuDNN's NCHW↔NHWC transposes plus the reflection padding at ~40 % of the engine's GPU time; here the
 convs read and write NHWC directly, and the glue is `mambast_kernels.pad_nhwc.pad_relu_up` (Triton on CUDA, the
 PyTorch reference elsewhere).
@@ -13,6 +14,7 @@ ValueError so the engine keeps the plain module.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -77,16 +79,24 @@ class NHWCDecoder:
         >>> img = dec(feats)                                  # (B, 3, 8h, 8w), channels-last
     """
 
-    def __init__(self, cnn: nn.Sequential, dtype: torch.dtype, backend: str | None = None) -> None:
+    def __init__(self, cnn: nn.Sequential, dtype: torch.dtype, backend: str | None = None,
+                 fold_bias: bool | None = None) -> None:
         """Args:
             cnn: the `nn.Sequential` CNN decoder (`MambaST.cnn`); its parameters are copied, not shared.
             dtype: compute dtype of the convolutions (bf16 for the engine's autocast path, fp32 for the reference).
             backend: 'triton' or 'ref' for the pad kernel; default from the weights' device.
+            fold_bias: add each convolution's bias (but the last) in the next pad pass. Default: with the Triton
+                backend, i.e. on CUDA, where PyTorch adds a cuDNN convolution's bias in a pass of its own and folding
+                gives the same bits; not on the CPU, where oneDNN adds it inside the convolution (nor with env
+                MAMBAST_FOLD_BIAS=0).
         """
         parsed = _parse(cnn)
         dev = parsed[0][0].weight.device
         self.dtype = dtype
         self.backend = backend or nhwc_pad_backend(dev)
+        if fold_bias is None:       # env MAMBAST_FOLD_BIAS=0: never (for A/B runs)
+            fold_bias = self.backend == "triton" and os.environ.get("MAMBAST_FOLD_BIAS", "1") != "0"
+        self.fold_bias = fold_bias
         self.steps: list[_Step] = []
         relu_prev = False
         for conv, scale, relu in parsed:
@@ -95,19 +105,22 @@ class NHWCDecoder:
             self.steps.append(_Step(w, b, scale, relu_prev, relu))
             relu_prev = relu
 
-    def _pad(self, x: torch.Tensor, relu: bool, scale: int) -> torch.Tensor:
+    def _pad(self, x: torch.Tensor, relu: bool, scale: int, bias: torch.Tensor | None) -> torch.Tensor:
         from mambast_kernels.pad_nhwc import pad_relu_up, pad_relu_up_ref
 
         fn = pad_relu_up if self.backend == "triton" else pad_relu_up_ref
-        return fn(x, relu=relu, scale=scale)
+        return fn(x, relu=relu, scale=scale, bias=bias)
 
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
         """feats (B, C, h, w), any dtype and memory format → (B, 3, s·h, s·w) in `dtype`, channels-last."""
         x = feats.to(self.dtype)
-        for st in self.steps:
-            x = self._pad(x, st.relu_in, st.scale_in)
-            x = F.conv2d(x, st.weight, st.bias)
+        pending = None      # a convolution's bias, added by the next pad pass (PyTorch would add it in a pass of its own)
+        for i, st in enumerate(self.steps):
+            x = self._pad(x, st.relu_in, st.scale_in, pending)
+            fold = self.fold_bias and i < len(self.steps) - 1
+            x = F.conv2d(x, st.weight, None if fold else st.bias)
+            pending = st.bias if fold else None
         if self.steps[-1].relu_out:
             x = F.relu(x)
         return x
