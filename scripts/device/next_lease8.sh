@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Prepared in session 7 for the next lease, as in session 7: an x4 machine, fine-tunes on GPUs 0-2 (train_runs.sh,
-# cores 0-31) while these parts run on GPU 3 pinned to 16 cores:
-#   BENCH_GPU=3 PART=1 taskset -c 32-47 bash scripts/device/next_lease8.sh
+# Prepared in session 7 for an x4 machine; session 8 got only x1/x2 kinds, so: nvidia-h100-x2, one fine-tune on GPU 0
+# (CPUS=0-15) while these parts run on GPU 1 pinned to the other 16 cores:
+#   BENCH_GPU=1 PART=4 taskset -c 16-31 bash scripts/device/next_lease8.sh
 # Bundled weights moved out of the tree; carry the PyAV wheel (and torchvision is on the image).
 #   PART=1: the 1080p video job with the GPU timeline (session 7: gpu_busy_s / gpu_idle_s / first_launch_s / tail_s)
 #           to see what the ~4.8 s the GPU is not stylizing are; default and MAMBAST_VIDEO_GPU_YUV=0 for contrast.
@@ -37,6 +37,13 @@ elif [ "$PART" = 4 ]; then
   timeout 200 python3 -m pytest -q -x tests/kernels/test_cross_scan.py -k "transposed or prefetch_depth" 2>&1 | tail -2
   timeout 100 python3 kernels/check_gpu.py --quick 2>&1 | tail -3
   timeout 250 python3 kernels/bench.py --only "v2 tn" 2>&1 | grep -v -i warn | tail -30
+elif [ "$PART" = 5 ]; then
+  # the engine rows with the TN candidates excluded (session 6/7 engine) and included (default now), same machine
+  for tn in 0 1; do
+    echo "== MAMBAST_SCAN2_TN=$tn"
+    MAMBAST_SCAN2_TN=$tn timeout 280 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --contents 128 --protocol 20x40 \
+      --large 2160x3840 --curve none --no-baseline 2>&1 | grep -v -i warn | tail -14
+  done
 elif [ "$PART" = 3 ]; then
   timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile8 2>&1 \
     | grep -v -i warn | tail -40
