@@ -8,10 +8,11 @@ largest tensors of the model (BENCHMARKS.md, session 3: padding alone is 12 % of
 channels-last path was measured slower still, because its reflection pad is not channels-last.
 
 `pad_relu_up(x, relu, scale, bias)` does the glue between two convolutions in one pass: it reads the previous conv's
-output (B, C, H, W) in any memory format (channels-last in practice), adds that conv's bias, applies ReLU, upsamples by `scale` (nearest)
-and reflect-pads by one pixel, and writes a channels-last (B, C, s·H + 2, s·W + 2) tensor that the next conv reads
-with `padding=0`. Each output element is a copy of one input element (or its ReLU), so the result is bit-identical
-to the PyTorch ops; the kernel moves 1 read + (1 + ε)·s² writes per input element instead of about 2 + 3·s².
+output (B, C, H, W) in any memory format (channels-last in practice), adds that conv's bias, applies ReLU, upsamples
+by `scale` (nearest) and reflect-pads by one pixel, and writes a channels-last (B, C, s·H + 2, s·W + 2) tensor that
+the next conv reads with `padding=0`. Each output element is a copy of one input element (or its ReLU), so the
+result is bit-identical to the PyTorch ops; the kernel moves 1 read + (1 + ε)·s² writes per input element instead of
+about 2 + 3·s².
 
 One program writes BLOCK_W pixels × BLOCK_C channels of one output row; the reflected source row and columns are
 integer arithmetic, so nothing is materialised in between.

@@ -115,7 +115,7 @@ class NHWCDecoder:
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
         """feats (B, C, h, w), any dtype and memory format → (B, 3, s·h, s·w) in `dtype`, channels-last."""
         x = feats.to(self.dtype)
-        pending = None      # a convolution's bias, added by the next pad pass (PyTorch would add it in a pass of its own)
+        pending = None      # a conv's bias, added by the next pad pass (PyTorch would add it in a pass of its own)
         for i, st in enumerate(self.steps):
             x = self._pad(x, st.relu_in, st.scale_in, pending)
             fold = self.fold_bias and i < len(self.steps) - 1

@@ -1,4 +1,4 @@
-"""JPEG decoding on the GPU for the image pipeline: nvJPEG through torchvision (an optional extra).
+"""JPEG decoding on the GPU for the image pipeline: nvJPEG through torchvision (an optional extra), on by default.
 
 Why: on the GPU host the decode threads cost ~2 ms of CPU per 512² JPEG and hand the GIL back and forth with the
 encode threads; nvJPEG decodes a batch on the GPU in a fraction of that (issue 5 quotes 0.13 vs 4.6 ms per 512²
@@ -56,10 +56,11 @@ _CUDA_OP_ARGS = ({"Tensor[]", "List[Tensor]"}, {"int"}, {"Device"})     # the li
 def _load_image_ops() -> Callable[[list, Any], list] | None:
     """torchvision's batched nvJPEG op, loaded from its image library alone, without importing torchvision.
 
-    ``import torchvision.io`` took 5.5 s on a fresh GPU host (session 8, `scripts/probe_gpu_jpeg_startup.py`): it imports
-    the models, datasets and transforms too. The decoder lives in one shared library (``torchvision/image*.so``) that
-    registers ``torch.ops.image.*``; torchvision's own ``decode_jpeg`` calls ``decode_jpegs_cuda(tensors, mode,
-    device)`` for a list on a CUDA device. Used only when the op has exactly that schema; None otherwise."""
+    ``import torchvision.io`` took 5.0-5.5 s on a fresh GPU host (session 8, `scripts/probe_gpu_jpeg_startup.py`): it
+    imports the models, datasets and transforms too. The decoder lives in one shared library
+    (``torchvision/image*.so``) that registers ``torch.ops.image.*``; torchvision's own ``decode_jpeg`` calls
+    ``decode_jpegs_cuda(tensors, mode, device)`` for a list on a CUDA device. Used only when the op has exactly that
+    schema; None otherwise."""
     import importlib.machinery
     import importlib.util
 
