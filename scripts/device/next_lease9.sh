@@ -12,7 +12,9 @@
 #   PART=2: the 1080p video job now that the GPU is its bound (session 8: 54.5 fps, GPU busy 90 %): the default
 #           preset (veryfast) against superfast, and batches of 32 frames against 16 (the scan is latency-bound at
 #           1080p; session 2-3: batch 8 → 16 halved its per-frame cost).
-#   PART=3: the 512² folder with GPU decoding (the default since session 8) in one and two worker processes.
+#   PART=3: the 512² folder with GPU decoding (the default since session 8) in one and two worker processes, and
+#           with CPU decoding (MAMBAST_GPU_DECODE=0) for its stages: on session 8's second host the calling thread's
+#           `stack` stage (pinned staging, incl. waiting for the buffer's last upload) took 13.5 of 14.5 s.
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
 export PYTHONUNBUFFERED=1
@@ -34,6 +36,9 @@ elif [ "$PART" = 2 ]; then
 elif [ "$PART" = 3 ]; then
   timeout 120 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder10.json 2>/dev/null
   python3 -c "import json; r=json.load(open('$OUT/folder10.json'))['folder']; print({k: r.get(k) for k in ('wall_img_s', 'steady_img_s', 'warmup_s')})"
+  MAMBAST_GPU_DECODE=0 timeout 120 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 \
+    --json > $OUT/folder10_cpu.json 2>/dev/null
+  python3 -c "import json; r=json.load(open('$OUT/folder10_cpu.json'))['folder']; print({k: r.get(k) for k in ('wall_img_s', 'steady_img_s', 'warmup_s', 'stages_s')})"
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2 --images 3000 2>&1 | grep -v -i warn | tail -6
 fi
 cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune9_part${PART:-1}.json 2>/dev/null
