@@ -52,7 +52,7 @@ def profile_size(engine, h: int, w: int, steps: int, max_batch: int) -> dict:
     end.record()
     torch.cuda.synchronize()
     wall_ms = start.elapsed_time(end) / (steps * B)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             engine.stylize(x, handle)
         torch.cuda.synchronize()
@@ -66,10 +66,33 @@ def profile_size(engine, h: int, w: int, steps: int, max_batch: int) -> dict:
         per[group_of(ev.key)] += ms_img
         kernels.append((ms_img, ev.key[:90], ev.count // steps))
     kernels.sort(reverse=True)
-    return {"size": f"{h}x{w}", "batch": B, "wall_ms_per_img": round(wall_ms, 3),
+    try:
+        by_op = kernels_by_op(prof, steps * B, steps)
+    except Exception as e:  # noqa: BLE001  attribution is a convenience: never lose the rest of the row for it
+        by_op = [{"error": repr(e)[:200]}]
+    return {"size": f"{h}x{w}", "batch": B, "wall_ms_per_img": round(wall_ms, 3), "by_op": by_op,
             "gpu_ms_per_img": round(sum(per.values()), 3),
             "groups_ms_per_img": {k: round(v, 3) for k, v in sorted(per.items(), key=lambda kv: -kv[1])},
             "top_kernels": [{"ms_per_img": round(a, 4), "name": b, "calls_per_batch": c} for a, b, c in kernels[:14]]}
+
+
+def kernels_by_op(prof, images: int, steps: int, top: int = 14) -> list[dict]:
+    """GPU time per operator that launched it: each CPU op's own kernels (not its children's), labelled with its
+    parent op, e.g. 'aten::add_ < aten::_convolution' (session 8 found the convolutions' separate bias passes this
+    way round, from kernel names alone). Ops whose kernels are Triton's show under the Python op that called them."""
+    per: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for ev in prof.events():
+        ks = getattr(ev, "kernels", None)
+        if not ks:
+            continue
+        us = sum(getattr(k, "duration", 0.0) for k in ks)
+        parent = getattr(ev, "cpu_parent", None)
+        label = ev.name + (f" < {parent.name}" if parent is not None else "")
+        per[label][0] += us
+        per[label][1] += len(ks)
+    rows = sorted(per.items(), key=lambda kv: -kv[1][0])[:top]
+    return [{"op": k[:120], "ms_per_img": round(v[0] / 1000 / images, 4), "kernels_per_batch": v[1] // steps}
+            for k, v in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {k:20s} {v:8.3f} ms/img  {100 * v / max(r['gpu_ms_per_img'], 1e-9):5.1f} %")
         for kk in r["top_kernels"][:8]:
             print(f"    {kk['ms_per_img']:8.4f}  x{kk['calls_per_batch']:<3d} {kk['name']}")
+        print("  by launching op:")
+        for o in r["by_op"][:10]:
+            print(f"    {o.get('ms_per_img', 0):8.4f}  x{o.get('kernels_per_batch', 0):<3d} {o.get('op', o.get('error'))}")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1, default=str)

@@ -15,6 +15,8 @@
 #   PART=3: the 512² folder with GPU decoding (the default since session 8) in one and two worker processes, and
 #           with CPU decoding (MAMBAST_GPU_DECODE=0) for its stages: on session 8's second host the calling thread's
 #           `stack` stage (pinned staging, incl. waiting for the buffer's last upload) took 13.5 of 14.5 s.
+#   PART=4: the engine profile again, now with each kernel's launching op (`scripts/profile_engine.py` by_op): what
+#           the 26 generic elementwise calls per batch (0.072 ms per 512² picture, session 8) are.
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
 export PYTHONUNBUFFERED=1
@@ -40,5 +42,8 @@ elif [ "$PART" = 3 ]; then
     --json > $OUT/folder10_cpu.json 2>/dev/null
   python3 -c "import json; r=json.load(open('$OUT/folder10_cpu.json'))['folder']; print({k: r.get(k) for k in ('wall_img_s', 'steady_img_s', 'warmup_s', 'stages_s')})"
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2 --images 3000 2>&1 | grep -v -i warn | tail -6
+elif [ "$PART" = 4 ]; then
+  timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile10 2>&1 \
+    | grep -v -i warn | tail -50
 fi
 cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune9_part${PART:-1}.json 2>/dev/null
