@@ -139,6 +139,29 @@ def test_pipeline_decodes_jpegs_on_the_engine_thread(tmp_path: Path, make_image:
     assert outs["gpu"] == outs["cpu"] and len(outs["cpu"]) == 5
 
 
+def test_gpu_decoding_is_given_up_after_batches_refused_in_a_row(tmp_path: Path, make_image: Any, monkeypatch) -> None:
+    """A decoder that refuses every batch (e.g. a torchvision built without nvJPEG) is tried on 3 batches, then the run
+    goes on with CPU decoding, says so once, and every picture still comes out."""
+    (tmp_path / "in").mkdir()
+    for i in range(12):
+        (tmp_path / "in" / f"p{i:02d}.jpg").write_bytes(_jpeg(600, 520, seed=i))
+    s = make_image("style.png")
+    monkeypatch.setattr(prun, "_is_cuda", lambda d: True)
+    monkeypatch.setattr(prun, "_pinned_empty", lambda n: torch.empty(n, dtype=torch.uint8))
+    monkeypatch.setenv("MAMBAST_GPU_DECODE", "1")
+    monkeypatch.setattr(prun.gpu_jpeg, "available", lambda: True)
+    calls: list[int] = []
+    monkeypatch.setattr(prun, "gpu_decode_resize", _cpu_decode_stand_in(calls, fail=True))
+    events: list[Any] = []
+    opts = RunOptions(size=512, max_side=0, decode_workers=2, write_workers=2, fsync=False)
+    report = run_plan(plan_jobs([str(tmp_path / "in")], [str(s)], tmp_path / "out", fmt="png"), _Engine(), opts,
+                      on_event=events.append)
+    assert report.ok == 12 and report.failed == 0
+    assert len(calls) == prun._GPU_JPEG_MAX_FAILURES                 # then never asked again
+    notes = [e for e in events if getattr(e, "kind", None) == "note" and "GPU" in str(getattr(e, "message", ""))]
+    assert len(notes) == 1 and "RuntimeError" in notes[0].message
+
+
 def test_decode_resize_glue_with_a_stand_in_torchvision(fake_torchvision) -> None:
     """`decode_resize`'s own code around torchvision's decode_jpeg (the call's arguments, the resize to one size, the
     8-bit quantisation), with torchvision.io replaced by a Pillow stand-in that returns (3, H, W) uint8 pictures."""

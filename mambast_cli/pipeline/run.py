@@ -78,6 +78,9 @@ EventCallback = Callable[[Event], None]
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
+_GPU_JPEG_MAX_FAILURES = 3     # whole batches refused in a row before GPU decoding is given up for the run
+
+
 @dataclass
 class RunOptions:
     """How to process a plan (the stylize command's options, minus planning and engine construction).
@@ -406,6 +409,7 @@ class _Runner:
         # With torchvision's nvJPEG op present (MAMBAST_GPU_DECODE=0: never), JPEGs travel as bytes and are decoded on
         # the GPU.
         self.gpu_jpeg = self.gpu_io and gpu_jpeg.enabled() and gpu_jpeg.available()
+        self.gpu_jpeg_failures = 0      # whole batches nvJPEG refused in a row (see `_decode_on_gpu`)
 
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, ev: Event) -> None:
@@ -689,16 +693,25 @@ class _Runner:
         """A batch of JPEG bytes → (B, 3, H, W) on the device (`io.gpu_jpeg`). If nvJPEG refuses the batch, its
         pictures are decoded on the CPU instead (those that fail there are item errors, dropped from the batch).
         Returns the batch that remains and its pixels."""
-        try:
-            x = gpu_decode_resize([it.pixels.data for it in chunk], size, self.engine.device,
-                                  [it.pixels.orientation for it in chunk])
-            with self.lock:
-                self.report.gpu_decoded += len(chunk)
-            return chunk, x
-        except self.oom_types:
-            raise
-        except Exception:
-            pass
+        if self.gpu_jpeg:        # off once nvJPEG refused _GPU_JPEG_MAX_FAILURES batches in a row
+            try:
+                x = gpu_decode_resize([it.pixels.data for it in chunk], size, self.engine.device,
+                                      [it.pixels.orientation for it in chunk])
+                with self.lock:
+                    self.report.gpu_decoded += len(chunk)
+                self.gpu_jpeg_failures = 0
+                return chunk, x
+            except self.oom_types:
+                raise
+            except Exception as e:  # noqa: BLE001  a file nvJPEG cannot read, or a decoder that cannot run here
+                self.gpu_jpeg_failures += 1
+                if self.gpu_jpeg_failures >= _GPU_JPEG_MAX_FAILURES:
+                    # e.g. a torchvision built without nvJPEG: each batch would be tried, then decoded one picture at
+                    # a time on this thread; the decode threads take over from the next file read on
+                    self.gpu_jpeg = False
+                    self.emit(Event("note", message=f"JPEG decoding on the GPU failed for {self.gpu_jpeg_failures} "
+                                    f"batches in a row ({type(e).__name__}: {str(e)[:120]}); decoding on the CPU "
+                                    "from now on"))
         kept, pictures = [], []
         for it in chunk:
             try:
