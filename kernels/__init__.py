@@ -77,10 +77,11 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
     the v2 Triton scan runs and no gradient is needed (unless MAMBAST_FUSED_MERGE=0); otherwise the PyTorch ops."""
     if (fused_merge_enabled() and backend_for(u) == "triton" and scan_impl() == "v2"
             and not torch.is_grad_enabled()):
-        from .cross_scan_v2 import cross_scan_fwd_cl
+        from .cross_scan_v2 import cross_scan_fwd_cl, slot_dtype_for
         from .merge_norm import merge_norm_gate
 
-        slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False)
+        slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False,
+                                        slot_dtype=slot_dtype_for(z.dtype))
         return merge_norm_gate(slots, z, weight, bias, eps, out_dtype=z.dtype)
     y = cross_scan(u, delta, A, B, C, D, delta_bias, h, w, layout="cl")        # (S, G, L, Di) fp32
     S, G, L, Di = y.shape

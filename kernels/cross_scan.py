@@ -338,8 +338,8 @@ _tune_loaded = False
 POISON_BUFFERS = False
 
 
-def _empty(shape, device) -> torch.Tensor:
-    t = torch.empty(shape, device=device, dtype=torch.float32)
+def _empty(shape, device, dtype=torch.float32) -> torch.Tensor:
+    t = torch.empty(shape, device=device, dtype=dtype)
     return t.fill_(float("nan")) if POISON_BUFFERS else t
 
 

@@ -263,8 +263,9 @@ BWD_CONFIGS = v1.BWD_CONFIGS
 _DEFAULT_BWD = v1._DEFAULT_BWD
 
 
-def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN_BT):
-    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di), hck.
+def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN_BT, slot_dtype=torch.float32):
+    """u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N), all contiguous. -> slots (S,G,K,L,Di) in
+    slot_dtype (the fp32 outputs rounded once when stored), hck.
 
     cfg = (BD, num_warps[, GB readouts per program (0: all)[, P segments (0 or 1: none)[, PF prefetch depth, 1 or
     4[, TN state tile (N, BD) instead of (BD, N)[, register cap (0: none)]]]]]). With P > 1 the sequence is cut into
@@ -286,7 +287,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     assert not (save and P > 1), "checkpoints are saved by the one-segment form only"
     n_chunks = triton.cdiv(L, BT)
     K = K_DIRECTIONS
-    slots = v1._empty((S, G, K, L, Di), u.device)
+    slots = v1._empty((S, G, K, L, Di), u.device, slot_dtype)
     hck = v1._empty((S, K, n_chunks, N, Di), u.device) if save else slots
     n_dblk = triton.cdiv(Di, BD)
     seg_len = triton.cdiv(L, max(1, P))
@@ -335,6 +336,15 @@ def prefetch4_allowed() -> bool:
     return os.environ.get("MAMBAST_SCAN2_PF", "1") != "0"
 
 
+def slot_dtype_for(out_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the direction slots an inference forward writes for the fused epilogue: fp32, or with env
+    MAMBAST_SCAN_SLOTS=bf16 and a bf16 result, bf16 (opt-in, session 8, not yet measured: the epilogue read 4 fp32
+    slots per token, ~1.7 ms per call at 512² batch 64 and memory-bound; bf16 halves that)."""
+    if out_dtype == torch.bfloat16 and os.environ.get("MAMBAST_SCAN_SLOTS", "fp32") == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
 def tile_tn_allowed() -> bool:
     """Whether the tuner may pick the (N, BD) state-tile configs: only with env MAMBAST_SCAN2_TN=1. Measured on an H100
     in session 8 they lost at every engine shape (1.1-1.5x slower; BENCHMARKS.md), so they only cost tuning time."""
@@ -364,9 +374,12 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
 
 
 def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=False, config=None,
-                      merge: bool = True):
+                      merge: bool = True, slot_dtype: torch.dtype = torch.float32):
     """Channel-last forward. Returns (y (S,G,L,Di) fp32, checkpoints or None, config); with merge=False, y is the
-    unsummed direction slots (S,G,K,L,Di) (for a fused epilogue, `merge_norm.merge_norm_gate`)."""
+    unsummed direction slots (S,G,K,L,Di) (for a fused epilogue, `merge_norm.merge_norm_gate`), in slot_dtype: bf16
+    halves what the epilogue reads (`slot_dtype_for`)."""
+    assert merge or slot_dtype in (torch.float32, torch.bfloat16), slot_dtype
+    slot_dtype = slot_dtype if not merge else torch.float32
     u_cl, delta_cl, A, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, A, D, delta_bias))
     S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
     Bt = B.transpose(-1, -2).contiguous()
@@ -374,9 +387,11 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
     key = (f"v2fwd6|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}"
            f"|pf{int(prefetch4_allowed())}|tn{int(tile_tn_allowed())}|{dev}")
-    cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states),
+    cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states,
+                                                   slot_dtype=slot_dtype),
                      config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states)
-    slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states)
+    slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states,
+                                slot_dtype=slot_dtype)
     return (slots.sum(dim=2) if merge else slots), hck, cfg
 
 

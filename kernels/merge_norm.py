@@ -59,9 +59,9 @@ def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
     mask = offs < Di
     LD = tl.cast(L, tl.int64) * Di
     base = slots_ptr + sg * K * LD + t * Di
-    y = tl.load(base + offs, mask=mask, other=0.0)
+    y = tl.load(base + offs, mask=mask, other=0.0).to(tl.float32)       # slots: fp32 or bf16, summed in fp32
     for k in tl.static_range(1, K):              # fixed order: deterministic
-        y += tl.load(base + k * LD + offs, mask=mask, other=0.0)
+        y += tl.load(base + k * LD + offs, mask=mask, other=0.0).to(tl.float32)
     yn = _layer_norm_row(y, mask, w_ptr, b_ptr, offs, Di, eps)
     zz = tl.load(z_ptr + row * z_stride_row + offs, mask=mask, other=0.0).to(tl.float32)
     out = yn * (zz / (1.0 + tl.exp(-zz)))

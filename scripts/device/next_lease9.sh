@@ -17,6 +17,9 @@
 #           `stack` stage (pinned staging, incl. waiting for the buffer's last upload) took 13.5 of 14.5 s.
 #   PART=4: the engine profile again, now with each kernel's launching op (`scripts/profile_engine.py` by_op): what
 #           the 26 generic elementwise calls per batch (0.072 ms per 512² picture, session 8) are.
+#   PART=5: bf16 direction slots (MAMBAST_SCAN_SLOTS=bf16, session 8, opt-in): engine rows and the bf16-vs-fp32
+#           PSNR (extras) against the fp32 slots; the fused epilogue read 4 fp32 slots per token (~1.7 ms per call at
+#           512² batch 64, memory-bound), predicted ~3 % of the engine.
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
 export PYTHONUNBUFFERED=1
@@ -42,6 +45,13 @@ elif [ "$PART" = 3 ]; then
     --json > $OUT/folder10_cpu.json 2>/dev/null
   python3 -c "import json; r=json.load(open('$OUT/folder10_cpu.json'))['folder']; print({k: r.get(k) for k in ('wall_img_s', 'steady_img_s', 'warmup_s', 'stages_s')})"
   timeout 200 python3 scripts/bench_multi.py --gpus 1 --workers-per-gpu 1,2 --images 3000 2>&1 | grep -v -i warn | tail -6
+elif [ "$PART" = 5 ]; then
+  for sl in fp32 bf16; do
+    echo "== MAMBAST_SCAN_SLOTS=$sl"
+    MAMBAST_SCAN_SLOTS=$sl timeout 150 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --contents 128 \
+      --protocol 0x0 --large 2160x3840 --curve none --no-baseline --json > $OUT/engine10_$sl.json 2>/dev/null
+    python3 -c "import json; r=json.load(open('$OUT/engine10_$sl.json')); print(json.dumps(r['rows']), json.dumps(r['uhd']), json.dumps(r['extras']))"
+  done
 elif [ "$PART" = 4 ]; then
   timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile10 2>&1 \
     | grep -v -i warn | tail -50
