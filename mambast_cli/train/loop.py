@@ -523,7 +523,8 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
 
 def export_weights(model: MambaST, cfg: TrainConfig, step: int, val: dict[str, Any] | None,
                    init: dict[str, str] | None = None) -> list[Path]:
-    """Write RUN_DIR/model.safetensors in bf16 (and RUN_DIR/shards/ when asked). Returns the files written.
+    """Write RUN_DIR/model.safetensors in bf16, without the unused parameters (and RUN_DIR/shards/ when asked).
+    Returns the files written.
 
     `init` ({"path", "sha256"} of the weights the run started from, or None) goes into the metadata's extra."""
     from mambast_cli.model.weights import save_weights
@@ -533,7 +534,9 @@ def export_weights(model: MambaST, cfg: TrainConfig, step: int, val: dict[str, A
     extra = {"train_step": step, "recipe": cfg.recipe, "lr_schedule": cfg.lr_schedule, "loss_net": cfg.loss_net,
              "loss": cfg.loss.to_dict(), "init_weights": init, "val": val or {},
              **({"ema_decay": cfg.ema} if cfg.ema > 0 else {})}
-    save_weights(path, model, source=f"mambast train ({cfg.recipe}, {step} steps)", extra=extra, dtype=torch.bfloat16)
+    # the parameters the forward never reads are left out (load_model fills them back), as in the bundled file
+    save_weights(path, model, source=f"mambast train ({cfg.recipe}, {step} steps)", extra=extra, dtype=torch.bfloat16,
+                 drop_unused=True)
     files = [path]
     if cfg.export_shards:
         files += split_weights(path, cfg.out / "shards")
