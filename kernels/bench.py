@@ -52,6 +52,7 @@ import inspect
 
 cs = importlib.import_module("mambast_kernels.cross_scan")
 cs2 = importlib.import_module("mambast_kernels.cross_scan_v2")
+cs3 = importlib.import_module("mambast_kernels.cross_scan_v3")
 
 K, DI, N = 4, 1024, 16
 DEV = "cuda"
@@ -171,8 +172,16 @@ def row_train(name, S, h, w, dtype, gen, config=None, bwd_config=None):
                 bwd_over_fwd=ms_b / ms_inf, bytes=nbytes, GBps=nbytes / ms_b / 1e6, ops=ops, Gops=ops / ms_b / 1e6)
 
 
-def row_fwd_v2(name, S, G, h, w, dtype, gen, layout="cl", config=None):
-    """v2 forward. layout='cl': channel-last inputs, kernel + slot sum only; 'cf': includes the wrapper's transposes."""
+def row_fwd_v2(name, S, G, h, w, dtype, gen, layout="cl", config=None, v3_off=False):
+    """v2 forward. layout='cl': channel-last inputs, kernel + slot sum only; 'cf': includes the wrapper's transposes.
+    v3_off: with MAMBAST_SCAN3=0 (B and C stay in their dtype, as before v3)."""
+    if v3_off:
+        old = os.environ.get("MAMBAST_SCAN3")
+        os.environ["MAMBAST_SCAN3"] = "0"
+        try:
+            return row_fwd_v2(name, S, G, h, w, dtype, gen, layout, config)
+        finally:
+            os.environ.pop("MAMBAST_SCAN3") if old is None else os.environ.__setitem__("MAMBAST_SCAN3", old)
     L = h * w
     es = torch.empty((), dtype=dtype).element_size()
     sets = [make_inputs(S, G, h, w, dtype, gen) for _ in range(n_sets(S, G, L, es))]
@@ -390,6 +399,21 @@ def main():
         tn = [c for c in cs2.FWD_TN_CONFIGS + (cs2.FWD_TN_G_CONFIGS if shape["G"] > 1 else [])]
         v2 += [(f"v2 tn {name} fwd {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
                for c in cands + list(dict.fromkeys(tn))]
+    # v3's forward (session 9: counters for positions, B / C as fp32 int64 words, branch-free 4-step groups) against
+    # v2's session-8 picks at the same shapes, those with B / C in bf16 as before (MAMBAST_SCAN3=0 during the row)
+    for name, shape, cands in [
+            ("enc512 B8", dict(S=8, G=1, h=64, w=64), [(64, 2, 0, 0, 4), (128, 4, 0, 0, 4)]),
+            ("enc512 B64", dict(S=64, G=1, h=64, w=64), [(64, 2, 0, 0, 4), (128, 4, 0, 0, 4)]),
+            ("enc256 B64", dict(S=64, G=1, h=32, w=32), [(64, 2, 0, 0, 4), (64, 4, 0, 0, 4)]),
+            ("dec512 G64", dict(S=1, G=64, h=64, w=64), [(64, 2, 2), (64, 2, 8, 0, 4)]),
+            ("dec512 G8", dict(S=1, G=8, h=64, w=64), [(64, 2, 8, 0, 4), (64, 4, 4, 0, 4)]),
+            ("1080p B8", dict(S=8, G=1, h=135, w=240), [(128, 4, 0, 0, 4), (64, 2, 0, 0, 4)]),
+            ("1080p B1", dict(S=1, G=1, h=135, w=240), [(64, 2, 0, 16, 4), (64, 2, 0, 16)])]:
+        v3c = cs3.FWD3_CONFIGS + (cs3.FWD3_G_CONFIGS if shape["G"] > 1 else [])
+        v3c += [c for c in cs3.FWD3_SEG_CONFIGS if not c[2]] if shape["h"] * shape["w"] >= 16384 else []
+        v2 += [(f"v3 {name} v2 {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c, v3_off=True)) for c in cands]
+        v2 += [(f"v3 {name} fwd {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
+               for c in v3c if c[2] or shape["G"] <= cs3.GB_MAX]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
            for c in cs2.BWD_CONFIGS]
     # v3 sequential backward (MAMBAST_SCAN_BWD=v3): tuned pick, then each (BD, warps)

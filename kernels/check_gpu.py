@@ -39,11 +39,22 @@ import importlib
 
 cs = importlib.import_module("mambast_kernels.cross_scan")
 cs2 = importlib.import_module("mambast_kernels.cross_scan_v2")
+cs3 = importlib.import_module("mambast_kernels.cross_scan_v3")
 from mambast_kernels.scan_ref import cross_scan_ref  # noqa: E402
 
 K = 4
 DEV = "cuda"
 DI, NS = 1024, 16  # channels per direction, states
+
+
+# v3's forward (session 9; its FAST path, lg2.approx in inline PTX, runs on a GPU only): encoder and decoder shapes,
+# a readout group, segments, a non-square grid, bf16 inputs, 1080p
+V3_ROWS = [("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.float32, config=(64, 2, 0, 0, 4, 2))),
+           ("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16, config=(32, 1, 0, 0, 4, 2))),
+           ("fwd", dict(S=2, G=5, h=32, w=48, dtype=torch.float32, config=(64, 2, 2, 0, 4, 2))),
+           ("fwd", dict(S=1, G=8, h=64, w=64, dtype=torch.bfloat16, config=(64, 2, 0, 0, 4, 2, 168))),
+           ("fwd", dict(S=1, G=1, h=64, w=96, dtype=torch.float32, config=(64, 2, 0, 16, 4, 2))),
+           ("fwd", dict(S=1, G=1, h=135, w=240, dtype=torch.bfloat16, config=(64, 2, 0, 16, 4, 2)))]
 
 
 def make_inputs(S, Di, N, G, h, w, gen):
@@ -167,6 +178,7 @@ def main():
                  ("fwd", dict(S=2, G=5, h=32, w=32, dtype=torch.float32, config=(64, 4, 2))),   # readout groups
                  ("fwd", dict(S=1, G=1, h=64, w=96, dtype=torch.float32, config=(64, 2, 0, 8))),  # segments
                  ("fwd", dict(S=1, G=4, h=48, w=40, dtype=torch.float32, config=(64, 4, 2, 5))),
+                 *V3_ROWS,
                  ("bwd", dict(S=2, G=1, h=32, w=32)),
                  ("bwd", dict(S=1, G=2, h=16, w=24)),
                  # the sequential backward (default; the two rows above are v1's chunked backward)
@@ -187,6 +199,9 @@ def main():
         for cfg in cs2.FWD_SEG_CONFIGS:     # the segmented form, every config, and a 1080p grid with the tuned pick
             jobs.append(("fwd", dict(S=1, G=2, h=64, w=96, dtype=torch.float32, config=cfg)))
         jobs.append(("fwd", dict(S=1, G=1, h=135, w=240, dtype=torch.bfloat16)))
+        jobs += V3_ROWS
+        for cfg in cs3.FWD3_CONFIGS + cs3.FWD3_G_CONFIGS + cs3.FWD3_SEG_CONFIGS:     # v3: every config once
+            jobs.append(("fwd", dict(S=1, G=5, h=64, w=96, dtype=torch.float32, config=cfg)))
         for bcfg in cs2.BWD_CONFIGS:
             jobs.append(("bwd", dict(S=1, G=1, h=32, w=48, bwd_config=bcfg)))
         # the sequential backward (default): tuned config on the bwd shapes above, then every config

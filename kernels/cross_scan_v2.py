@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from . import cross_scan as v1
+from . import cross_scan_v3 as v3
 from .scan_ref import K_DIRECTIONS
 
 LOG2E = 1.4426950408889634
@@ -274,6 +275,9 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     segment j is H_j = exp(A * sum dt_{j-1}) * H_{j-1} + h_{j-1} (a short loop here, fixed order), and an output pass
     rescans every segment from its H_j. Twice the recurrence work for P times the parallelism: for long sequences
     with few recurrences (one 4K image, video frames), where the plain form leaves most of the GPU idle."""
+    if len(cfg) > 5 and cfg[5] == 2:                                   # v3's forward (cross_scan_v3.py)
+        assert not save, "v3's forward stores no checkpoints"
+        return v3.launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype), None
     S, L, Di = u.shape
     G, N = Ct.shape[3], A.shape[1]
     BD, nw = cfg[:2]
@@ -351,10 +355,12 @@ def tile_tn_allowed() -> bool:
     return os.environ.get("MAMBAST_SCAN2_TN", "0") == "1"
 
 
-def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False):
+def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False, v3_ok: bool = False,
+               n_readouts: int = 1):
     """The forward's (BD, num_warps[, GB[, P[, PF]]]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape
     key. grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates
-    too; segmented: a long sequence without checkpoints, so the segmented form is a candidate too."""
+    too; segmented: a long sequence without checkpoints, so the segmented form is a candidate too; v3_ok: no
+    checkpoints and v3 allowed (`cross_scan_v3.allowed`), so v3's configs are candidates (n_readouts: G)."""
     if config is not None:
         return tuple(config)
     env = v1._env_config("MAMBAST_SCAN2_FWD_CONFIG")
@@ -368,7 +374,11 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
     if not prefetch4_allowed():
         cands = [c for c in cands if len(c) < 5 or c[4] == 1]
     if not tile_tn_allowed():
-        cands = [c for c in cands if len(c) < 6 or not c[5]]
+        cands = [c for c in cands if len(c) < 6 or c[5] != 1]
+    if v3_ok:      # v3 (inference only); "all readouts in one program" (GB 0) only for one readout (see FWD3_CONFIGS)
+        v3c = v3.FWD3_CONFIGS + (v3.FWD3_G_CONFIGS if grouped else [])
+        v3c += [c for c in v3.FWD3_SEG_CONFIGS if grouped or not c[2]] if segmented else []
+        cands = cands + [c for c in v3c if c[2] or n_readouts == 1]
     cands = list(dict.fromkeys(cands))
     return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
@@ -382,14 +392,19 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     slot_dtype = slot_dtype if not merge else torch.float32
     u_cl, delta_cl, A, D, delta_bias = (x.contiguous() for x in (u_cl, delta_cl, A, D, delta_bias))
     S, L, Di, G, N = _check(u_cl, delta_cl, A, B, C, D, delta_bias, h, w)
-    Bt = B.transpose(-1, -2).contiguous()
-    Ct = C.permute(0, 2, 4, 1, 3).contiguous()                # (S, K, L, G, N): one step's G readout rows together
+    # B and C transposed so that a step's N states are adjacent (and its G readout rows); for v3 in fp32 (it reads
+    # them as int64 words, two states each), converted in the same copy
+    v3_ok = v3.allowed() and not save_states
+    bc = dict(dtype=torch.float32, memory_format=torch.contiguous_format) if v3_ok else {}
+    Bt = B.transpose(-1, -2).to(**bc).contiguous()
+    Ct = C.permute(0, 2, 4, 1, 3).to(**bc).contiguous()      # (S, K, L, G, N)
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
     key = (f"v2fwd6|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}"
-           f"|pf{int(prefetch4_allowed())}|tn{int(tile_tn_allowed())}|{dev}")
+           f"|pf{int(prefetch4_allowed())}|tn{int(tile_tn_allowed())}|v3{int(v3_ok)}|{dev}")
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states,
                                                    slot_dtype=slot_dtype),
-                     config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states)
+                     config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states,
+                     v3_ok=v3_ok, n_readouts=G)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states,
                                 slot_dtype=slot_dtype)
     return (slots.sum(dim=2) if merge else slots), hck, cfg
@@ -583,7 +598,8 @@ SEQ_BWD3_CONFIGS = [(32, 1), (32, 1, 168), (32, 1, 200), (32, 1, 224), (32, 1, 1
 def known_tune_configs() -> dict[str, list[tuple]]:
     """Every config the tuner may store, by the kernel-version tag that starts its cache keys (for bundled picks)."""
     return {"v2fwd6": (FWD_CONFIGS + FWD_PF_CONFIGS + FWD_TN_CONFIGS + FWD_G_CONFIGS + FWD_TN_G_CONFIGS
-                       + FWD_SEG_CONFIGS + FWD_TN_SEG_CONFIGS),
+                       + FWD_SEG_CONFIGS + FWD_TN_SEG_CONFIGS + v3.FWD3_CONFIGS + v3.FWD3_G_CONFIGS
+                       + v3.FWD3_SEG_CONFIGS),
             "v2bwd": list(BWD_CONFIGS), "v3seqbwd5": SEQ_BWD3_CONFIGS}
 _DEFAULT_SEQ_BWD3 = (32, 1, 168)
 

@@ -6,10 +6,11 @@ warp-state statistics and per-instruction stall reasons say it; this script only
 
     ncu --clock-control none --section WarpStateStats --section SchedulerStats --section Occupancy \\
         --section LaunchStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \\
-        --section SourceCounters -k regex:_seq_fwd_kernel --launch-skip 2 --launch-count 1 -o scan \\
+        --section SourceCounters -k "regex:_fwd3_kernel|_seq_fwd_kernel" --launch-skip 2 --launch-count 1 -o scan \\
         python3 scripts/ncu_scan.py --batch 64 --config 64,2,0,0,4
 
-(`scripts/device/next_lease9.sh` PART=1 runs it.) Without `ncu` it prints the time per call (CUDA events).
+A config with 6th element 2 runs v3's kernel (`_fwd3_kernel`, session 9). (`scripts/device/lease_i.sh` PART=2 runs
+both.) Without `ncu` it prints the time per call (CUDA events).
 """
 from __future__ import annotations
 

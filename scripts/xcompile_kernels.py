@@ -31,7 +31,8 @@ def _ptxas() -> str:
     raise SystemExit("no ptxas in the Triton wheel")
 
 
-def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sass: bool = False) -> str:
+def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sass: bool = False,
+             maxnreg: int = 0) -> str:
     """Registers / spills of one specialisation, as ptxas reports them for sm_<arch> (sm_90a for Hopper)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -39,8 +40,16 @@ def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sa
 
     for name in constexprs:
         sig[name] = "constexpr"
-    k = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", arch, 32),
-                       options={"num_warps": num_warps})
+    # as the launcher specialises on a GPU: pointers 16-byte aligned, integer arguments divisible by 16 unless the
+    # kernel says do_not_specialize (session 9: without this the layouts differed from the GPU's: a 2-D load that
+    # the GPU build vectorises along the channels changed the whole state tile's layout, shuffles and barriers
+    # included, and the SASS read here was not what ran)
+    names = list(sig)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
+             if sig[n].startswith("*") or (sig[n] == "i32" and not fn.params[i].do_not_specialize)}
+    options = {"num_warps": num_warps, **({"maxnreg": maxnreg} if maxnreg else {})}
+    k = triton.compile(ASTSource(fn, sig, constexprs=constexprs, attrs=attrs), target=GPUTarget("cuda", arch, 32),
+                       options=options)
     counts = ""
     with tempfile.TemporaryDirectory() as d:
         ptx = os.path.join(d, "k.ptx")
@@ -84,6 +93,15 @@ def main() -> int:
                                       (64, 2, 2, False, 4, 1), (64, 4, 0, False, 4, 1)]:
         rows.append((f"scan fwd BD={BD} warps={nw} SEG={seg} SAVE={int(save)} PF={pf} TN={tn}", _seq_fwd_kernel,
                      fwd_sig(), dict(N=16, BD=BD, BT=8, SAVE=save, SEG=seg, PF=pf, TN=tn), nw))
+    from mambast_kernels.cross_scan_v3 import _fwd3_kernel
+    fwd3_sig = dict(zip(["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "y_ptr", "hs_ptr", "sdt_ptr",
+                         "Di", "L", "H", "W", "G", "n_gblk", "seg_len", "n_seg"],
+                        ["*bf16", "*bf16", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32"]
+                        + ["i32"] * 8))
+    for BD, nw, GB, seg, cap in [(32, 1, 1, 0, 0), (32, 1, 1, 0, 200), (64, 2, 1, 0, 200), (64, 2, 2, 0, 200),
+                                 (64, 2, 8, 0, 0), (32, 1, 1, 1, 200), (32, 1, 1, 2, 200)]:
+        rows.append((f"scan3 fwd BD={BD} warps={nw} GB={GB} SEG={seg} cap={cap}", _fwd3_kernel, dict(fwd3_sig),
+                     dict(N=16, BD=BD, GB=GB, SEG=seg, FAST=True), nw, cap))
     from mambast_kernels.cross_scan_v2 import _seq_bwd3_kernel
 
     bwd_names = ["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "dy_ptr", "hck_ptr", "scr_ptr",
@@ -103,10 +121,10 @@ def main() -> int:
                 "Di": "i32", "sx_b": "i32", "sx_h": "i32", "sx_w": "i32"}
     rows.append(("conv dwconv+silu 32x64", _dwconv_silu_kernel, conv_sig, dict(BT=32, BD=64), 8))
     print(f"triton {triton.__version__}, sm_{a.arch}, {_ptxas()}")
-    for name, fn, sig, consts, nw in rows:
+    for name, fn, sig, consts, nw, *cap in rows:
         if a.only and a.only not in name:
             continue
-        print(f"  {name:55} {_compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass)}", flush=True)
+        print(f"  {name:55} {_compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass, *cap)}", flush=True)
     return 0
 
 

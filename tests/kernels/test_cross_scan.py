@@ -292,6 +292,46 @@ def test_v2_state_tile_transposed(poisoned, G, cfg, hw, save):
 
 
 @needs_triton
+@pytest.mark.parametrize("G,cfg,hw", [(1, (8, 1, 0, 0, 4, 2), (3, 5)), (1, (8, 1, 0, 0, 4, 2), (1, 7)),
+                                      (1, (8, 1, 0, 0, 4, 2), (2, 2)), (1, (8, 1, 0, 0, 4, 2), (1, 2)),
+                                      (1, (8, 1, 0, 0, 4, 2), (5, 3)), (3, (8, 1, 2, 0, 4, 2), (4, 4)),
+                                      (3, (8, 1, 0, 0, 4, 2), (3, 2)), (2, (8, 1, 0, 3, 4, 2), (2, 3)),
+                                      (3, (8, 1, 2, 2, 4, 2), (3, 5)), (1, (8, 1, 0, 40, 4, 2), (3, 5)),
+                                      (1, (8, 1, 0, 0, 4, 2, 200), (2, 3))])
+def test_v3_forward(poisoned, G, cfg, hw):
+    """v3's forward (config element 6 = 2: positions from counters, B and C read as int64 words in fp32, 4-step
+    groups without branches and a tail of 0-3 steps, unrolled readout groups): the reference's output for sequences
+    shorter than 4 and not a multiple of 4, both grid orientations, readout groups (G not a multiple of the group),
+    segments (more than steps too) and a channel count that is not a multiple of BD."""
+    y_ref, run = _fwd_cl_case(G, hw)
+    y, hck, used = run(cfg)
+    assert tuple(used) == cfg and hck is None
+    _check("y", y.transpose(-1, -2), y_ref, 1e-5)
+
+
+@needs_triton
+def test_v3_is_a_tuner_candidate_for_inference_only(monkeypatch):
+    """v3 stores no checkpoints: the tuner offers its configs for inference calls only, "all readouts in one program"
+    (GB 0) for a single readout only, and none at all with MAMBAST_SCAN3=0."""
+    from mambast_kernels import cross_scan_v2 as cs2
+    from mambast_kernels import cross_scan_v3 as v3
+    seen = {}
+    monkeypatch.setattr(cs2.v1, "_interpreting", lambda: False)
+    monkeypatch.setattr(cs2.v1, "_tune", lambda key, cands, run_one, default: seen.setdefault(key, cands)[0])
+    cs2.fwd_config("a", None, v3_ok=False)
+    cs2.fwd_config("b", None, v3_ok=True, grouped=True, segmented=True, n_readouts=3)
+    cs2.fwd_config("c", None, v3_ok=True, segmented=True, n_readouts=1)
+    assert not [c for c in seen["a"] if len(c) > 5 and c[5] == 2]
+    picked = [c for c in seen["b"] if len(c) > 5 and c[5] == 2]
+    assert picked and all(c[2] for c in picked) and set(picked) <= set(
+        v3.FWD3_CONFIGS + v3.FWD3_G_CONFIGS + v3.FWD3_SEG_CONFIGS)
+    single = [c for c in seen["c"] if len(c) > 5 and c[5] == 2]
+    assert set(v3.FWD3_CONFIGS) <= set(single) and all(not c[2] for c in single)
+    monkeypatch.setenv("MAMBAST_SCAN3", "0")
+    assert not v3.allowed()
+
+
+@needs_triton
 @pytest.mark.parametrize("G,hw,Di", [(1, (3, 5), 12), (2, (2, 3), 8), (1, (1, 17), 8)])
 def test_v2_seq_backward_prefetch(poisoned, G, hw, Di):
     """The sequential backward with each pass's next loads issued first (config PF = 1) gives the same gradients,
