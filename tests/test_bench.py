@@ -96,3 +96,28 @@ def test_bench_command_folder_errors(tmp_path):
     shutil.copy(Path(__file__).resolve().parents[1] / "examples/content/monkey.jpg", tmp_path / "in" / "ok.jpg")
     res = CliRunner().invoke(app, args + ["--images", str(tmp_path / "in")])
     assert res.exit_code == 1 and "1 written, 1 failed" in res.output and "bad.jpg" in res.output
+
+
+def test_profile_engine_counts_device_events_only():
+    """scripts/profile_engine.py sums kernels, not the operators above them: an operator's entry carries its
+    kernels' device time too, and counting both counted each kernel once per level of its call stack."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "profile_engine.py"
+    spec = importlib.util.spec_from_file_location("profile_engine", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ev = lambda key, dev, us, n: SimpleNamespace(key=key, device_type=dev, device_time_total=us, count=n)  # noqa: E731
+    averages = [ev("aten::conv2d", DeviceType.CPU, 3000.0, 4), ev("aten::cudnn_convolution", DeviceType.CPU, 3000.0, 4),
+                ev("sm90_xmma_fprop_implicit_gemm", DeviceType.CUDA, 3000.0, 4),
+                ev("_seq_fwd_kernel", DeviceType.CUDA, 5000.0, 12), ev("aten::copy_", DeviceType.CPU, 800.0, 2),
+                ev("Memcpy DtoH (Device -> Pinned)", DeviceType.CUDA, 800.0, 2)]
+    per, kernels = mod.kernel_times(averages, images=4, steps=2)
+    assert per == {"convolution": 0.75, "scan forward": 1.25, "copy / elementwise": 0.2}
+    assert [k[1] for k in kernels] == ["_seq_fwd_kernel", "sm90_xmma_fprop_implicit_gemm",
+                                       "Memcpy DtoH (Device -> Pinned)"]
+    assert kernels[0][2] == 6
