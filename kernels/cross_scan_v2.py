@@ -364,7 +364,7 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
     if config is not None:
         return tuple(config)
     env = v1._env_config("MAMBAST_SCAN2_FWD_CONFIG")
-    if env is not None:
+    if env is not None and (v3_ok or not (len(env) > 5 and env[5] == 2)):    # a pinned v3 config: inference only
         return env
     if v1._interpreting():
         return (8, 1)

@@ -327,6 +327,9 @@ def test_v3_is_a_tuner_candidate_for_inference_only(monkeypatch):
         v3.FWD3_CONFIGS + v3.FWD3_G_CONFIGS + v3.FWD3_SEG_CONFIGS)
     single = [c for c in seen["c"] if len(c) > 5 and c[5] == 2]
     assert set(v3.FWD3_CONFIGS) <= set(single) and all(not c[2] for c in single)
+    monkeypatch.setenv("MAMBAST_SCAN2_FWD_CONFIG", "64,2,0,0,4,2")       # a pinned v3 config: inference calls only
+    assert tuple(cs2.fwd_config("d", None, v3_ok=True)) == (64, 2, 0, 0, 4, 2)
+    assert len(cs2.fwd_config("e", None, v3_ok=False)) < 6
     monkeypatch.setenv("MAMBAST_SCAN3", "0")
     assert not v3.allowed()
 
