@@ -36,7 +36,7 @@ import triton.language as tl
 
 from . import cross_scan as v1
 from . import cross_scan_v3 as v3
-from .scan_ref import K_DIRECTIONS
+from .scan_ref import K_DIRECTIONS, segment_start_states
 
 LOG2E = 1.4426950408889634
 
@@ -307,11 +307,7 @@ def _launch_fwd_cl(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, save, BT=TRAIN
     _seq_fwd_kernel[(n_dblk, K, S * n_seg)](
         u, delta, Ak, Bt, Ct, D, delta_bias, slots, slots, hs, sdt, Di, L, h, w, G, n_chunks, G, 1,
         seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=1, PF=PF, TN=TN, num_warps=nw, **extra)
-    h0 = torch.zeros_like(hs)
-    An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
-    for jj in range(1, n_seg):
-        decay = torch.exp(An[None] * sdt[:, :, jj - 1, None, :])   # (S, K, N, Di)
-        h0[:, :, jj] = decay * h0[:, :, jj - 1] + hs[:, :, jj - 1]
+    h0 = segment_start_states(A, hs, sdt)
     _seq_fwd_kernel[(n_dblk, K, S * n_gblk * n_seg)](
         u, delta, Ak, Bt, Ct, D, delta_bias, slots, slots, h0, sdt, Di, L, h, w, G, n_chunks, GB, n_gblk,
         seg_len, n_seg, N=N, BD=BD, BT=BT, SAVE=False, SEG=2, PF=PF, TN=TN, num_warps=nw, **extra)

@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from . import cross_scan as v1
-from .scan_ref import K_DIRECTIONS
+from .scan_ref import K_DIRECTIONS, segment_start_states
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -273,11 +273,7 @@ def launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype=torch.float
     _fwd3_kernel[(n_dblk, K, S * n_seg)](
         u, delta, At, Bt, Ct, D, delta_bias, slots, hs, sdt, Di, L, h, w, G, 1, seg_len, n_seg,
         N=N, BD=BD, GB=1, SEG=1, FAST=fast, num_warps=nw, **extra)
-    h0 = torch.zeros_like(hs)
-    An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
-    for jj in range(1, n_seg):
-        decay = torch.exp(An[None] * sdt[:, :, jj - 1, None, :])   # (S, K, N, Di)
-        h0[:, :, jj] = decay * h0[:, :, jj - 1] + hs[:, :, jj - 1]
+    h0 = segment_start_states(A, hs, sdt)
     _fwd3_kernel[(n_dblk, K, S * n_gblk * n_seg)](
         u, delta, At, Bt, Ct, D, delta_bias, slots, h0, sdt, Di, L, h, w, G, n_gblk, seg_len, n_seg,
         N=N, BD=BD, GB=GB, SEG=2, FAST=fast, num_warps=nw, **extra)

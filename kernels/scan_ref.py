@@ -130,3 +130,16 @@ def cross_scan_ref(
     for k in range(K):
         y = y.index_add(3, idx[k], yd[:, :, k])
     return y
+
+
+def segment_start_states(A: torch.Tensor, hs: torch.Tensor, sdt: torch.Tensor) -> torch.Tensor:
+    """The segmented forward's combine step (cross_scan_v2 / v3, P > 1): segment j's true start state from the state
+    pass's results, in a fixed order. hs (S, K, P, N, Di): each segment's end state scanned from zero; sdt (S, K, P,
+    Di): its sum of dt; A (K*Di, N). H_0 = 0, H_j = exp(A * sdt_{j-1}) * H_{j-1} + hs_{j-1}."""
+    S, K, P, N, Di = hs.shape
+    h0 = torch.zeros_like(hs)
+    An = A.float().view(K, Di, N).transpose(1, 2)                 # (K, N, Di)
+    for j in range(1, P):
+        decay = torch.exp(An[None] * sdt[:, :, j - 1, None, :])   # (S, K, N, Di)
+        h0[:, :, j] = decay * h0[:, :, j - 1] + hs[:, :, j - 1]
+    return h0
