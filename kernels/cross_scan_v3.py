@@ -256,7 +256,7 @@ def launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype=torch.float
     Bt = Bt if Bt.dtype == torch.float32 else Bt.float()
     Ct = Ct if Ct.dtype == torch.float32 else Ct.float()
     K = K_DIRECTIONS
-    fast = not v1._interpreting()
+    fast = not v1._interpreting() and torch.version.hip is None     # lg2.approx is PTX: NVIDIA GPUs only
     n_gblk = triton.cdiv(G, GB)
     slots = v1._empty((S, G, K, L, Di), u.device, slot_dtype)
     n_dblk = triton.cdiv(Di, BD)
