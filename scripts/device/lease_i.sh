@@ -6,8 +6,9 @@
 # moved out of the tree (the engine rows use random weights: speed only); carry the PyAV wheel.
 #   PART=1: v3's scan forward (kernels/cross_scan_v3.py): GPU parity (kernels/check_gpu.py --quick, incl. its v3
 #           rows) and `kernels/bench.py --only "^v3 "` (v3's configs against v2's session-8 picks per shape).
-#   PART=2: Nsight Compute on one v3 call and one v2 call at the engine's 512² batch-64 encoder shape
-#           (--clock-control none, METHOD.md): warp-state and instruction statistics, source-level stall reasons.
+#   PART=2: Nsight Compute on one v3 call and one v2 call at the engine's 512² batch-64 encoder shape, and v3 at
+#           batch 8 (--clock-control none, METHOD.md): warp-state and instruction statistics, source-level stall
+#           reasons. (Session 9 ran it on the first v3 build; the next run profiles the fixed one.)
 #   PART=3: engine rows (256/512/1024, 4K) with v3 a tuner candidate (default) and without (MAMBAST_SCAN3=0), then
 #           bf16 direction slots (MAMBAST_SCAN_SLOTS=bf16, session 8, opt-in; ~3 % predicted).
 #   PART=4: the 1080p video job (session 8: 54.5 fps, GPU-bound): default preset (veryfast) against superfast,
@@ -25,16 +26,18 @@ if [ "${PART:-1}" = 1 ]; then
   timeout 150 python3 kernels/check_gpu.py --quick --out $OUT/check_v3.json 2>&1 | grep -v -i warn | tail -22
   timeout 420 python3 kernels/bench.py --only "^v3 " --out $OUT/v3bench.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
 elif [ "$PART" = 2 ]; then
-  for spec in "v3:64,2,0,0,4,2" "v2:64,2,0,0,4"; do
-    tag=${spec%%:*}; cfg=${spec#*:}
+  for spec in "v3:64,2,0,0,4,2:64" "v2:64,2,0,0,4:64" "v3b8:64,2,0,0,4,2:8"; do
+    IFS=: read -r tag cfg batch <<< "$spec"
     timeout 200 ncu --clock-control none --section WarpStateStats --section SchedulerStats --section Occupancy \
       --section LaunchStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section InstructionStats --section SourceCounters -k "regex:_fwd3_kernel|_seq_fwd_kernel" --launch-skip 2 \
-      --launch-count 1 -o $OUT/ncu_$tag python3 scripts/ncu_scan.py --batch 64 --calls 3 --config $cfg 2>&1 | tail -3
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio|sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active" \
+      --launch-count 1 -o $OUT/ncu_$tag python3 scripts/ncu_scan.py --batch $batch --calls 3 --config $cfg 2>&1 | tail -3
     ncu --import $OUT/ncu_$tag.ncu-rep --page details > $OUT/ncu_${tag}_details.txt 2>&1
     ncu --import $OUT/ncu_$tag.ncu-rep --page source --csv --print-source sass > $OUT/ncu_${tag}_sass.csv 2>&1
-    echo "== $tag $cfg"; grep -i -E "duration|stall|warp cycles per|issued ipc|eligible|achieved occupancy|registers per" \
-      $OUT/ncu_${tag}_details.txt | head -24
+    echo "== $tag $cfg"; grep -i -E "duration|warp cycles per|issued ipc|eligible|achieved occupancy|registers per" \
+      $OUT/ncu_${tag}_details.txt | head -12
+    grep -E "issue_stalled|inst_executed_pipe" $OUT/ncu_${tag}_details.txt | awk '$NF+0 > 0.05' | sort -k3 -g -r | head -14
   done
   rm -f $OUT/*.ncu-rep
 elif [ "$PART" = 3 ]; then
