@@ -61,6 +61,39 @@ def _softplus(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _exp2_fma(x):
+    # 2^x for x <= 0 without the MUFU (opt-in config element 8, for the odd-state half): x rounded to an integer j by
+    # adding 1.5 * 2^23 (the sum's low mantissa bits then hold j), 2^f for the rest f in [-0.5, 0.5] by a degree-5
+    # polynomial (relative error 1.9e-7 evaluated in fp32, about MUFU.EX2's), and j added into the exponent field.
+    # ~11 instructions on the FMA / ALU pipes in place of one MUFU: worth it only where the MUFU pipe is the bound.
+    x = tl.maximum(x, -125.0)
+    t = x + 12582912.0
+    f = x - (t - 12582912.0)
+    p = 0.0013264714507386088 * f + 0.009671513922512531
+    p = p * f + 0.05550733953714371
+    p = p * f + 0.24022242426872253
+    p = p * f + 0.6931470036506653
+    p = p * f + 1.0
+    j = t.to(tl.int32, bitcast=True) - 0x4B400000
+    return (p.to(tl.int32, bitcast=True) + (j << 23)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exp2_fma_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = o < n
+    tl.store(y_ptr + o, _exp2_fma(tl.load(x_ptr + o, mask=m, other=0.0)), mask=m)
+
+
+def exp2_fma(x: torch.Tensor) -> torch.Tensor:
+    """`_exp2_fma` elementwise over an fp32 tensor (its test; x <= 0 is the range the scan uses)."""
+    x = x.float().contiguous()
+    y = torch.empty_like(x)
+    _exp2_fma_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
+    return y
+
+
+@triton.jit
 def _start(i, L, H, W, rev, col):
     # counters of step i: p its grid index, r its row (column-major walks; 0 for row-major ones)
     q = tl.where(rev, L - 1 - i, i)
@@ -104,12 +137,17 @@ def _loads(p, L, u_base, dl_base, B64, C64, Di, G, g0, offs_d, mask_d, offs_h, N
 
 @triton.jit
 def _step(h0, h1, sdt, pl, u_raw, d_raw, bw, cw, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64, stride_yg,
-          Di, G, g0, NH: tl.constexpr, GB: tl.constexpr, SEG: tl.constexpr, FAST: tl.constexpr):
+          Di, G, g0, NH: tl.constexpr, GB: tl.constexpr, SEG: tl.constexpr, FAST: tl.constexpr,
+          EMU: tl.constexpr):
     u = u_raw.to(tl.float32)
     dt = tl.where(mask_d, _softplus(d_raw.to(tl.float32) + bias, FAST), 0.0)
     dtu = (dt * u)[None, :]
     h0 = tl.exp2(dt[None, :] * A0) * h0 + dtu * _lo(bw)[:, None]
-    h1 = tl.exp2(dt[None, :] * A1) * h1 + dtu * _hi(bw)[:, None]
+    if EMU:
+        a1 = _exp2_fma(dt[None, :] * A1)
+    else:
+        a1 = tl.exp2(dt[None, :] * A1)
+    h1 = a1 * h1 + dtu * _hi(bw)[:, None]
     if SEG == 1:
         sdt += dt
     else:
@@ -127,7 +165,8 @@ def _step(h0, h1, sdt, pl, u_raw, d_raw, bw, cw, A0, A1, Dv, bias, mask_d, offs_
 @triton.jit(do_not_specialize=["Di", "L", "H", "W", "G", "n_gblk", "seg_len", "n_seg"])
 def _fwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_ptr, sdt_ptr,
                  Di, L, H, W, G, n_gblk, seg_len, n_seg,
-                 N: tl.constexpr, BD: tl.constexpr, GB: tl.constexpr, SEG: tl.constexpr, FAST: tl.constexpr):
+                 N: tl.constexpr, BD: tl.constexpr, GB: tl.constexpr, SEG: tl.constexpr, FAST: tl.constexpr,
+                 EMU: tl.constexpr = 0):
     # grid (channel blocks, K, S * n_gblk * n_seg). Readouts g0 .. g0+GB-1 of recurrence s (a group past G is
     # masked); segment j of n_seg: SEG 0 whole sequence from zero, 1 state pass (end state and sum of dt, no
     # readouts), 2 output pass from hs[j] (the wrapper combines the state pass's results in order).
@@ -190,33 +229,33 @@ def _fwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_
         pa, ua, da, ba, ca = _loads(p, L, u_base, dl_base, B64, C64, Di, G, g0, offs_d, mask_d, offs_h, NH)
         p, r = _advance(p, r, sg, hc, W)
         h0, h1, sdt = _step(h0, h1, sdt, p0, u0, d0, b0, c0, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
         p0, u0, d0, b0, c0 = pb, ub, db, bb, cb
         pb, ub, db, bb, cb = _loads(p, L, u_base, dl_base, B64, C64, Di, G, g0, offs_d, mask_d, offs_h, NH)
         p, r = _advance(p, r, sg, hc, W)
         h0, h1, sdt = _step(h0, h1, sdt, p0, u0, d0, b0, c0, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
         p0, u0, d0, b0, c0 = pc, uc, dc, bc, cc
         pc, uc, dc, bc, cc = _loads(p, L, u_base, dl_base, B64, C64, Di, G, g0, offs_d, mask_d, offs_h, NH)
         p, r = _advance(p, r, sg, hc, W)
         h0, h1, sdt = _step(h0, h1, sdt, p0, u0, d0, b0, c0, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
         p0, u0, d0, b0, c0 = pd, ud, dd, bd, cd
         pd, ud, dd, bd, cd = _loads(p, L, u_base, dl_base, B64, C64, Di, G, g0, offs_d, mask_d, offs_h, NH)
         p, r = _advance(p, r, sg, hc, W)
         h0, h1, sdt = _step(h0, h1, sdt, p0, u0, d0, b0, c0, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
     # the last (i1 - i0) % 4 steps are in slots a, b, c
     rem = (i1 - i0) % 4
     if rem > 0:
         h0, h1, sdt = _step(h0, h1, sdt, pa, ua, da, ba, ca, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
     if rem > 1:
         h0, h1, sdt = _step(h0, h1, sdt, pb, ub, db, bb, cb, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
     if rem > 2:
         h0, h1, sdt = _step(h0, h1, sdt, pc, uc, dc, bc, cc, A0, A1, Dv, bias, mask_d, offs_d, offs_h, y_base, C64,
-                            stride_yg, Di, G, g0, NH, GB, SEG, FAST)
+                            stride_yg, Di, G, g0, NH, GB, SEG, FAST, EMU)
     if SEG == 1:
         tl.store(hs_base + hs_off, h0, mask=mask_d[None, :])
         tl.store(hs_base + hs_off + Di, h1, mask=mask_d[None, :])
@@ -224,7 +263,10 @@ def _fwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_
 
 
 # (BD, num_warps, GB readouts per program (0: all G, up to 16), P segments (0/1: none), 4 (loads ahead), 2 (= v3)
-# [, register cap]): BD = 32 * num_warps, one channel per thread. The 5th and 6th elements mark the tuple as v3's in
+# [, register cap (0: none)[, 1: half the exponentials on the FMA pipe]]): BD = 32 * num_warps, one channel per
+# thread. The last element is an experiment for the next GPU lease (`kernels/bench.py` "v3 emu" rows), not a tuner
+# candidate: it pays only if the MUFU pipe bounds the loop (session 9: v2 and v3 issue the same 18 MUFU per warp and
+# step and run at nearly the same speed at batch 64 despite 226 vs 146 instructions). The 5th and 6th elements mark the tuple as v3's in
 # v2's config space (`cross_scan_v2._launch_fwd_cl` dispatches on the 6th). ptxas takes 250+ registers where 200
 # suffice without spilling (`scripts/xcompile_kernels.py --only scan3`): the cap fits 10 warps per SM instead of 8.
 # The tuner offers GB 0 (all readouts in one program) for one readout only: the extra readouts' C rows are loaded
@@ -253,6 +295,7 @@ def launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype=torch.float
     assert GB <= GB_MAX, f"{GB} readouts per program: at most {GB_MAX} (give GB in the config)"
     P = cfg[3] if len(cfg) > 3 and cfg[3] else 1
     extra = {"maxnreg": cfg[6]} if len(cfg) > 6 and cfg[6] else {}
+    emu = cfg[7] if len(cfg) > 7 else 0             # 1: the odd states' exponentials on the FMA pipe (_exp2_fma)
     Bt = Bt if Bt.dtype == torch.float32 else Bt.float()
     Ct = Ct if Ct.dtype == torch.float32 else Ct.float()
     K = K_DIRECTIONS
@@ -266,15 +309,15 @@ def launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype=torch.float
     if n_seg == 1:
         _fwd3_kernel[(n_dblk, K, S * n_gblk)](
             u, delta, At, Bt, Ct, D, delta_bias, slots, slots, slots, Di, L, h, w, G, n_gblk, L, 1,
-            N=N, BD=BD, GB=GB, SEG=0, FAST=fast, num_warps=nw, **extra)
+            N=N, BD=BD, GB=GB, SEG=0, FAST=fast, EMU=emu, num_warps=nw, **extra)
         return slots
     hs = v1._empty((S, K, n_seg, N, Di), u.device)
     sdt = v1._empty((S, K, n_seg, Di), u.device)
     _fwd3_kernel[(n_dblk, K, S * n_seg)](
         u, delta, At, Bt, Ct, D, delta_bias, slots, hs, sdt, Di, L, h, w, G, 1, seg_len, n_seg,
-        N=N, BD=BD, GB=1, SEG=1, FAST=fast, num_warps=nw, **extra)
+        N=N, BD=BD, GB=1, SEG=1, FAST=fast, EMU=emu, num_warps=nw, **extra)
     h0 = segment_start_states(A, hs, sdt)
     _fwd3_kernel[(n_dblk, K, S * n_gblk * n_seg)](
         u, delta, At, Bt, Ct, D, delta_bias, slots, h0, sdt, Di, L, h, w, G, n_gblk, seg_len, n_seg,
-        N=N, BD=BD, GB=GB, SEG=2, FAST=fast, num_warps=nw, **extra)
+        N=N, BD=BD, GB=GB, SEG=2, FAST=fast, EMU=emu, num_warps=nw, **extra)
     return slots

@@ -98,10 +98,11 @@ def main() -> int:
                          "Di", "L", "H", "W", "G", "n_gblk", "seg_len", "n_seg"],
                         ["*bf16", "*bf16", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32"]
                         + ["i32"] * 8))
-    for BD, nw, GB, seg, cap in [(32, 1, 1, 0, 0), (32, 1, 1, 0, 200), (64, 2, 1, 0, 200), (64, 2, 2, 0, 200),
-                                 (64, 2, 8, 0, 0), (32, 1, 1, 1, 200), (32, 1, 1, 2, 200)]:
-        rows.append((f"scan3 fwd BD={BD} warps={nw} GB={GB} SEG={seg} cap={cap}", _fwd3_kernel, dict(fwd3_sig),
-                     dict(N=16, BD=BD, GB=GB, SEG=seg, FAST=True), nw, cap))
+    for BD, nw, GB, seg, cap, emu in [(32, 1, 1, 0, 0, 0), (32, 1, 1, 0, 200, 0), (64, 2, 1, 0, 200, 0),
+                                      (64, 2, 2, 0, 200, 0), (64, 2, 8, 0, 0, 0), (32, 1, 1, 1, 200, 0),
+                                      (32, 1, 1, 2, 200, 0), (64, 2, 1, 0, 0, 1)]:
+        rows.append((f"scan3 fwd BD={BD} warps={nw} GB={GB} SEG={seg} cap={cap} EMU={emu}", _fwd3_kernel,
+                     dict(fwd3_sig), dict(N=16, BD=BD, GB=GB, SEG=seg, FAST=True, EMU=emu), nw, cap))
     from mambast_kernels.cross_scan_v2 import _seq_bwd3_kernel
 
     bwd_names = ["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "C_ptr", "D_ptr", "bias_ptr", "dy_ptr", "hck_ptr", "scr_ptr",

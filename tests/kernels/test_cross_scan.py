@@ -297,7 +297,8 @@ def test_v2_state_tile_transposed(poisoned, G, cfg, hw, save):
                                       (1, (8, 1, 0, 0, 4, 2), (5, 3)), (3, (8, 1, 2, 0, 4, 2), (4, 4)),
                                       (3, (8, 1, 0, 0, 4, 2), (3, 2)), (2, (8, 1, 0, 3, 4, 2), (2, 3)),
                                       (3, (8, 1, 2, 2, 4, 2), (3, 5)), (1, (8, 1, 0, 40, 4, 2), (3, 5)),
-                                      (1, (8, 1, 0, 0, 4, 2, 200), (2, 3))])
+                                      (1, (8, 1, 0, 0, 4, 2, 200), (2, 3)), (2, (8, 1, 1, 0, 4, 2, 0, 1), (3, 5)),
+                                      (1, (8, 1, 0, 3, 4, 2, 0, 1), (4, 3))])
 def test_v3_forward(poisoned, G, cfg, hw):
     """v3's forward (config element 6 = 2: positions from counters, B and C read as int64 words in fp32, 4-step
     groups without branches and a tail of 0-3 steps, unrolled readout groups): the reference's output for sequences
@@ -307,6 +308,22 @@ def test_v3_forward(poisoned, G, cfg, hw):
     y, hck, used = run(cfg)
     assert tuple(used) == cfg and hck is None
     _check("y", y.transpose(-1, -2), y_ref, 1e-5)
+
+
+@needs_triton
+def test_v3_exp2_on_the_fma_pipe():
+    """_exp2_fma (v3's opt-in MUFU-free exponential): relative error within 5e-7 of exp2 over the range the scan
+    uses (dt * A <= 0), integers and half-integers included; far below the fp32 range it gives a tiny positive
+    number, never garbage from the exponent field."""
+    from mambast_kernels.cross_scan_v3 import exp2_fma
+
+    x = torch.cat([-torch.rand(3000, dtype=torch.float64) * 120, torch.arange(-60, 1, 0.5, dtype=torch.float64),
+                   torch.tensor([-0.0, -1e-30, -124.9, -200.0, -1e30], dtype=torch.float64)]).float().to(DEVICE)
+    y = exp2_fma(x)
+    ref = torch.exp2(x.double().clamp(min=-125.0))
+    assert torch.isfinite(y).all() and (y > 0).all()
+    rel = ((y.double() - ref) / ref).abs()
+    assert rel.max().item() < 5e-7, rel.max().item()
 
 
 @needs_triton
