@@ -181,7 +181,10 @@ def row_fwd_v2(name, S, G, h, w, dtype, gen, layout="cl", config=None, v3_off=Fa
         try:
             return row_fwd_v2(name, S, G, h, w, dtype, gen, layout, config)
         finally:
-            os.environ.pop("MAMBAST_SCAN3") if old is None else os.environ.__setitem__("MAMBAST_SCAN3", old)
+            if old is None:
+                del os.environ["MAMBAST_SCAN3"]
+            else:
+                os.environ["MAMBAST_SCAN3"] = old
     L = h * w
     es = torch.empty((), dtype=dtype).element_size()
     sets = [make_inputs(S, G, h, w, dtype, gen) for _ in range(n_sets(S, G, L, es))]

@@ -351,12 +351,11 @@ def tile_tn_allowed() -> bool:
     return os.environ.get("MAMBAST_SCAN2_TN", "0") == "1"
 
 
-def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False, v3_ok: bool = False,
-               n_readouts: int = 1):
+def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool = False, v3_ok: bool = False):
     """The forward's (BD, num_warps[, GB[, P[, PF]]]): given, pinned by env MAMBAST_SCAN2_FWD_CONFIG, or tuned per shape
     key. grouped: G > 1 readouts without checkpoints, so configs that split the readouts into groups are candidates
     too; segmented: a long sequence without checkpoints, so the segmented form is a candidate too; v3_ok: no
-    checkpoints and v3 allowed (`cross_scan_v3.allowed`), so v3's configs are candidates (n_readouts: G)."""
+    checkpoints and v3 allowed (`cross_scan_v3.allowed`), so v3's configs are candidates."""
     if config is not None:
         return tuple(config)
     env = v1._env_config("MAMBAST_SCAN2_FWD_CONFIG")
@@ -371,10 +370,9 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
         cands = [c for c in cands if len(c) < 5 or c[4] == 1]
     if not tile_tn_allowed():
         cands = [c for c in cands if len(c) < 6 or c[5] != 1]
-    if v3_ok:      # v3 (inference only); "all readouts in one program" (GB 0) only for one readout (see FWD3_CONFIGS)
-        v3c = v3.FWD3_CONFIGS + (v3.FWD3_G_CONFIGS if grouped else [])
-        v3c += [c for c in v3.FWD3_SEG_CONFIGS if grouped or not c[2]] if segmented else []
-        cands = cands + [c for c in v3c if c[2] or n_readouts == 1]
+    if v3_ok:      # v3 (inference only): "all readouts in one program" (GB 0) for one readout, groups for several
+        v3c = v3.FWD3_CONFIGS + (v3.FWD3_SEG_CONFIGS if segmented else []) + (v3.FWD3_G_CONFIGS if grouped else [])
+        cands = cands + [c for c in v3c if bool(c[2]) == grouped]
     cands = list(dict.fromkeys(cands))
     return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
@@ -400,7 +398,7 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states,
                                                    slot_dtype=slot_dtype),
                      config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states,
-                     v3_ok=v3_ok, n_readouts=G)
+                     v3_ok=v3_ok)
     slots, hck = _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, cfg, save_states,
                                 slot_dtype=slot_dtype)
     return (slots.sum(dim=2) if merge else slots), hck, cfg

@@ -336,8 +336,8 @@ def test_v3_is_a_tuner_candidate_for_inference_only(monkeypatch):
     monkeypatch.setattr(cs2.v1, "_interpreting", lambda: False)
     monkeypatch.setattr(cs2.v1, "_tune", lambda key, cands, run_one, default: seen.setdefault(key, cands)[0])
     cs2.fwd_config("a", None, v3_ok=False)
-    cs2.fwd_config("b", None, v3_ok=True, grouped=True, segmented=True, n_readouts=3)
-    cs2.fwd_config("c", None, v3_ok=True, segmented=True, n_readouts=1)
+    cs2.fwd_config("b", None, v3_ok=True, grouped=True, segmented=True)
+    cs2.fwd_config("c", None, v3_ok=True, segmented=True)
     assert not [c for c in seen["a"] if len(c) > 5 and c[5] == 2]
     picked = [c for c in seen["b"] if len(c) > 5 and c[5] == 2]
     assert picked and all(c[2] for c in picked) and set(picked) <= set(
