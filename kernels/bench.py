@@ -419,7 +419,9 @@ def main():
                for c in v3c if c[2] or shape["G"] <= cs3.GB_MAX]
         # the experiment of session 9: half the exponentials on the FMA pipe (faster only if the MUFU pipe bounds)
         v2 += [(f"v3 {name} emu {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
-               for c in [(64, 2, 0, 0, 4, 2, 0, 1), (32, 1, 0, 0, 4, 2, 0, 1)] if shape["G"] == 1]
+               for c in ([(64, 2, 0, 0, 4, 2, 0, 1), (32, 1, 0, 0, 4, 2, 0, 1)] if shape["G"] == 1
+                         else [(32, 1, 1, 0, 4, 2, 200, 1)])
+               + ([(32, 1, 0, 16, 4, 2, 200, 1)] if shape["S"] == 1 and shape["G"] == 1 else [])]
     v2 += [(f"v2 sweep bwd {c}", row_train_v2, dict(S=24, h=32, w=32, dtype=bf16, bwd_config=c))
            for c in cs2.BWD_CONFIGS]
     # v3 sequential backward (MAMBAST_SCAN_BWD=v3): tuned pick, then each (BD, warps)

@@ -284,6 +284,17 @@ def allowed() -> bool:
     return os.environ.get("MAMBAST_SCAN3", "1") != "0"
 
 
+def emu_allowed() -> bool:
+    """Whether the tuner is also offered v3's configs with the odd states' exponentials on the FMA pipe (env
+    MAMBAST_SCAN3_EMU=1; off by default until a GPU lease shows it pays)."""
+    return os.environ.get("MAMBAST_SCAN3_EMU", "0") == "1"
+
+
+def with_emu(cfg: tuple) -> tuple:
+    """The same config with element 8 (the FMA-pipe exponentials) set."""
+    return tuple(cfg) + (0,) * (7 - len(cfg)) + (1,) if len(cfg) < 8 else tuple(cfg[:7]) + (1,)
+
+
 def launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype=torch.float32):
     """v3 forward, no checkpoints. u (S,L,Di), delta (S,K,L,Di), Bt (S,K,L,N), Ct (S,K,L,G,N) contiguous (B and C in
     fp32: converted here when they are not). -> slots (S,G,K,L,Di) in slot_dtype."""
