@@ -32,7 +32,7 @@ def _ptxas() -> str:
 
 
 def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sass: bool = False,
-             maxnreg: int = 0) -> str:
+             maxnreg: int = 0, dump: str = "") -> str:
     """Registers / spills of one specialisation, as ptxas reports them for sm_<arch> (sm_90a for Hopper)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -59,6 +59,9 @@ def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sa
         if sass and r.returncode == 0:
             code = subprocess.run([str(Path(_ptxas()).parent / "nvdisasm"), "-c", os.path.join(d, "k.cubin")],
                                   capture_output=True, text=True).stdout
+            if dump:
+                Path(dump).write_text(code)
+                Path(dump).with_suffix(".ptx").write_text(k.asm["ptx"])
             ops = [m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", code)]
             n = {op: sum(o == op for o in ops) for op in ("MUFU", "SHFL", "BAR", "LDS", "STS")}
             counts = f" | SASS {len(ops)} instr: " + " ".join(f"{op} {c}" for op, c in n.items())
@@ -72,6 +75,7 @@ def _compile(fn, sig: dict, constexprs: dict, num_warps: int, arch: int = 90, sa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="substring of the row names to compile")
+    ap.add_argument("--dump", default="", help="with --sass: a folder to write each row's SASS into")
     ap.add_argument("--arch", type=int, default=90, help="compute capability ×10: 90 (H100), 80 (A100), 89 (L4/4090)")
     ap.add_argument("--sass", action="store_true", help="also count MUFU / SHFL / BAR / LDS / STS in the SASS")
     a = ap.parse_args()
@@ -98,7 +102,7 @@ def main() -> int:
                          "Di", "L", "H", "W", "G", "n_gblk", "seg_len", "n_seg"],
                         ["*bf16", "*bf16", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32"]
                         + ["i32"] * 8))
-    for BD, nw, GB, seg, cap, emu in [(32, 1, 1, 0, 0, 0), (32, 1, 1, 0, 200, 0), (64, 2, 1, 0, 200, 0),
+    for BD, nw, GB, seg, cap, emu in [(64, 2, 1, 0, 0, 0), (32, 1, 1, 0, 0, 0), (32, 1, 1, 0, 200, 0), (64, 2, 1, 0, 200, 0),
                                       (64, 2, 2, 0, 200, 0), (64, 2, 8, 0, 0, 0), (32, 1, 1, 1, 200, 0),
                                       (32, 1, 1, 2, 200, 0), (64, 2, 1, 0, 0, 1)]:
         rows.append((f"scan3 fwd BD={BD} warps={nw} GB={GB} SEG={seg} cap={cap} EMU={emu}", _fwd3_kernel,
@@ -125,7 +129,12 @@ def main() -> int:
     for name, fn, sig, consts, nw, *cap in rows:
         if a.only and a.only not in name:
             continue
-        print(f"  {name:55} {_compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass, *cap)}", flush=True)
+        dump = ""
+        if a.dump:
+            Path(a.dump).mkdir(parents=True, exist_ok=True)
+            dump = str(Path(a.dump) / (re.sub(r"[^A-Za-z0-9=]+", "_", name).strip("_") + ".sass"))
+        cap = cap[0] if cap else 0
+        print(f"  {name:55} {_compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass, cap, dump)}", flush=True)
     return 0
 
 

@@ -38,7 +38,8 @@ elif [ "$PART" = 2 ]; then
   done
   rm -f $OUT/*.ncu-rep
 elif [ "$PART" = 3 ]; then
-  for v in "v3 MAMBAST_SCAN3=1" "v2 MAMBAST_SCAN3=0" "v3emu MAMBAST_SCAN3_EMU=1"; do
+  IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v2 MAMBAST_SCAN3=0,v3emu MAMBAST_SCAN3_EMU=1}"
+  for v in "${variants[@]}"; do
     tag=${v%% *}; echo "== $tag"
     env ${v#* } timeout 200 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --contents 128 \
       --protocol 0x0 --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_$tag.json 2>/dev/null
