@@ -372,8 +372,7 @@ def fwd_config(key, run_one, config=None, grouped: bool = False, segmented: bool
         cands = [c for c in cands if len(c) < 6 or c[5] != 1]
     if v3_ok:      # v3 (inference only): "all readouts in one program" (GB 0) for one readout, groups for several
         v3c = v3.FWD3_CONFIGS + (v3.FWD3_SEG_CONFIGS if segmented else []) + (v3.FWD3_G_CONFIGS if grouped else [])
-        v3c = [c for c in v3c if bool(c[2]) == grouped]
-        cands = cands + v3c + ([v3.with_emu(c) for c in v3c] if v3.emu_allowed() else [])
+        cands = cands + [c for c in v3c if bool(c[2]) == grouped]
     cands = list(dict.fromkeys(cands))
     return v1._tune(key, cands, run_one, _DEFAULT_FWD)
 
@@ -395,8 +394,7 @@ def cross_scan_fwd_cl(u_cl, delta_cl, A, B, C, D, delta_bias, h, w, save_states=
     Ct = C.permute(0, 2, 4, 1, 3).to(**bc).contiguous()      # (S, K, L, G, N)
     dev = torch.cuda.get_device_name(u_cl.device) if u_cl.is_cuda else "cpu"
     key = (f"v2fwd6|S{S}|Di{Di}|L{L}|G{G}|N{N}|{u_cl.dtype}|{delta_cl.dtype}|{C.dtype}|save{int(save_states)}"
-           f"|pf{int(prefetch4_allowed())}|tn{int(tile_tn_allowed())}|v3{int(v3_ok)}"
-           f"{'|emu' if v3_ok and v3.emu_allowed() else ''}|{dev}")
+           f"|pf{int(prefetch4_allowed())}|tn{int(tile_tn_allowed())}|v3{int(v3_ok)}|{dev}")
     cfg = fwd_config(key, lambda c: _launch_fwd_cl(u_cl, delta_cl, A, Bt, Ct, D, delta_bias, h, w, c, save_states,
                                                    slot_dtype=slot_dtype),
                      config, grouped=G > 1 and not save_states, segmented=L >= SEG_MIN_L and not save_states,

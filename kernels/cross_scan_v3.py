@@ -264,10 +264,11 @@ def _fwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_
 
 # (BD, num_warps, GB readouts per program (0: all G, up to 16), P segments (0/1: none), 4 (loads ahead), 2 (= v3)
 # [, register cap (0: none)[, 1: half the exponentials on the FMA pipe]]): BD = 32 * num_warps, one channel per
-# thread. The last element is an experiment for the next GPU lease (`kernels/bench.py` "v3 emu" rows), not a tuner
-# candidate: it pays only if the MUFU pipe bounds the loop (session 9: v2 and v3 issue the same 18 MUFU per warp and
-# step and run at nearly the same speed at batch 64 despite 226 vs 146 instructions). The 5th and 6th elements mark the tuple as v3's in
-# v2's config space (`cross_scan_v2._launch_fwd_cl` dispatches on the 6th). ptxas takes 250+ registers where 200
+# thread. The last element is a measured dead end, kept so that `kernels/bench.py`'s "v3 … emu" rows reproduce it:
+# session 9 guessed the MUFU pipe bounded the loop (v2 and v3 issue the same 18 MUFU per warp and step and ran at
+# nearly the same speed at batch 64 despite 226 vs 146 instructions); session 10 measured the FMA-pipe exponentials
+# 0.87x as fast at every shape (H200; Nsight Compute: XU pipe 47 % busy, stalls mostly on loads), so it is not a
+# tuner candidate. The 5th and 6th elements mark the tuple as v3's in v2's config space (`cross_scan_v2._launch_fwd_cl` dispatches on the 6th). ptxas takes 250+ registers where 200
 # suffice without spilling (`scripts/xcompile_kernels.py --only scan3`): the cap fits 10 warps per SM instead of 8.
 # The tuner offers GB 0 (all readouts in one program) for one readout only: the extra readouts' C rows are loaded
 # when used, not ahead, so each step waits for them (H100, 512², G = 8 in one program: 14.1 ms against 1.39 with
@@ -282,17 +283,6 @@ GB_MAX = 16            # readouts per program are unrolled: all G only up to thi
 def allowed() -> bool:
     """Whether the tuner may pick v3's configs (env MAMBAST_SCAN3=0: not; for A/B runs and as a way out)."""
     return os.environ.get("MAMBAST_SCAN3", "1") != "0"
-
-
-def emu_allowed() -> bool:
-    """Whether the tuner is also offered v3's configs with the odd states' exponentials on the FMA pipe (env
-    MAMBAST_SCAN3_EMU=1; off by default until a GPU lease shows it pays)."""
-    return os.environ.get("MAMBAST_SCAN3_EMU", "0") == "1"
-
-
-def with_emu(cfg: tuple) -> tuple:
-    """The same config with element 8 (the FMA-pipe exponentials) set."""
-    return tuple(cfg) + (0,) * (7 - len(cfg)) + (1,) if len(cfg) < 8 else tuple(cfg[:7]) + (1,)
 
 
 def launch(u, delta, A, Bt, Ct, D, delta_bias, h, w, cfg, slot_dtype=torch.float32):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 10 (lease_i.sh, as it was left after session 9, plus an engine run with the FMA-pipe exponentials offered to
-# the tuner, MAMBAST_SCAN3_EMU=1). Training (issue 4) on GPUs 0-2 of an x4 kind as in sessions 7-9:
+# Session 10 (lease_i.sh as session 9 left it, with the "v3 emu" rows in PART=1-2; the engine run with the FMA-pipe
+# exponentials offered to the tuner was dropped after PART=1 showed them slower at every shape). Training (issue 4)
+# on GPUs 0-2 of an x4 kind as in sessions 7-9:
 #   TL=.. CPUS=0-31 EMA=0.999 RUNS="j_a:27:70 j_b:32:70 j_c:24:70" bash scripts/device/train_runs.sh
 # and these parts on GPU 3 (BENCH_GPU=3 PART=k taskset -c 32-47 bash scripts/device/lease_j.sh): 16 cores, as the
 # x1 kind has. Bundled weights moved out of the tree (random weights: speed only); carry the PyAV wheel.
@@ -8,8 +9,8 @@
 #           (v3 configs, their "emu" variants and v2's picks, per shape).
 #   PART=2: Nsight Compute on the fixed v3 (B64, B8), v2 (B64) and v3 emu (B64): warp states, pipe utilisation,
 #           stall reasons (--clock-control none, METHOD.md).
-#   PART=3: engine rows (256/512/1024, 4K): v3 a tuner candidate (default), without it (MAMBAST_SCAN3=0), with the
-#           emu variants offered too (MAMBAST_SCAN3_EMU=1).
+#   PART=3: engine rows (256/512/1024, 4K): v3 a tuner candidate (default) and without it (MAMBAST_SCAN3=0);
+#           VARIANTS="tag ENV=..,tag ENV=.." replaces the list.
 #   PART=4: the 1080p video job: veryfast (default) against superfast, and batches of 32 frames.
 #   PART=5: the 512² folder (GPU decoding, CPU decoding), and one and two worker processes.
 #   PART=6: the engine profile (`scripts/profile_engine.py`, device events only since session 9).
@@ -38,7 +39,7 @@ elif [ "$PART" = 2 ]; then
   done
   rm -f $OUT/*.ncu-rep
 elif [ "$PART" = 3 ]; then
-  IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v2 MAMBAST_SCAN3=0,v3emu MAMBAST_SCAN3_EMU=1}"
+  IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v2 MAMBAST_SCAN3=0}"
   for v in "${variants[@]}"; do
     tag=${v%% *}; echo "== $tag"
     env ${v#* } timeout 200 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --contents 128 \

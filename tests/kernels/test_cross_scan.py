@@ -349,27 +349,6 @@ def test_v3_is_a_tuner_candidate_for_inference_only(monkeypatch):
     assert len(cs2.fwd_config("e", None, v3_ok=False)) < 6
     monkeypatch.setenv("MAMBAST_SCAN3", "0")
     assert not v3.allowed()
-    assert not [c for k in "abc" for c in seen[k] if len(c) > 7 and c[7]]       # FMA-pipe exponentials: opt-in
-
-
-@needs_triton
-def test_v3_fma_exponentials_are_opt_in(monkeypatch):
-    """MAMBAST_SCAN3_EMU=1 offers each v3 candidate a second time with config element 8 set (and the tuner key says
-    so); the variants are v3 configs the launcher accepts."""
-    from mambast_kernels import cross_scan_v2 as cs2
-    from mambast_kernels import cross_scan_v3 as v3
-    seen = {}
-    monkeypatch.setattr(cs2.v1, "_interpreting", lambda: False)
-    monkeypatch.setattr(cs2.v1, "_tune", lambda key, cands, run_one, default: seen.setdefault(key, cands)[0])
-    monkeypatch.setenv("MAMBAST_SCAN3_EMU", "1")
-    cs2.fwd_config("c", None, v3_ok=True, segmented=True)
-    plain = [c for c in seen["c"] if len(c) > 5 and c[5] == 2 and not (len(c) > 7 and c[7])]
-    emu = [c for c in seen["c"] if len(c) > 7 and c[7] == 1]
-    assert plain and sorted(emu) == sorted(v3.with_emu(c) for c in plain)
-    assert all(len(c) == 8 and c[:len(p)] == p for c, p in zip(map(v3.with_emu, plain), plain))
-    assert v3.with_emu((8, 1, 0, 0, 4, 2, 200)) == (8, 1, 0, 0, 4, 2, 200, 1)
-    cs2.fwd_config("a", None, v3_ok=False)
-    assert not [c for c in seen["a"] if len(c) > 5 and c[5] == 2]
 
 
 @needs_triton
