@@ -268,8 +268,8 @@ def _fwd3_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_
 # session 9 guessed the MUFU pipe bounded the loop (v2 and v3 issue the same 18 MUFU per warp and step and ran at
 # nearly the same speed at batch 64 despite 226 vs 146 instructions); session 10 measured the FMA-pipe exponentials
 # 0.87x as fast at every shape (H200; Nsight Compute: XU pipe 47 % busy, stalls mostly on loads), so it is not a
-# tuner candidate. The 5th and 6th elements mark the tuple as v3's in v2's config space (`cross_scan_v2._launch_fwd_cl` dispatches on the 6th). ptxas takes 250+ registers where 200
-# suffice without spilling (`scripts/xcompile_kernels.py --only scan3`): the cap fits 10 warps per SM instead of 8.
+# tuner candidate. The 5th and 6th elements mark the tuple as v3's in v2's config space
+# (`cross_scan_v2._launch_fwd_cl` dispatches on the 6th). ptxas takes 250+ registers where 200 suffice without spilling (`scripts/xcompile_kernels.py --only scan3`): the cap fits 10 warps per SM instead of 8.
 # The tuner offers GB 0 (all readouts in one program) for one readout only: the extra readouts' C rows are loaded
 # when used, not ahead, so each step waits for them (H100, 512², G = 8 in one program: 14.1 ms against 1.39 with
 # one program per readout), and the unrolled readouts compile slowly (21 s for G = 8 with Triton 3.6).
