@@ -43,3 +43,29 @@ def test_the_shipped_picks_are_valid_json_for_known_configs() -> None:
     for f in sorted(Path(v1.__file__).resolve().parent.joinpath("tuned").glob("*.json")):
         for k, cfg in json.loads(f.read_text()).items():
             assert tuple(cfg) in {tuple(c) for c in known[k.split("|", 1)[0]]}, (f.name, k)
+
+
+def test_a_nearby_batch_borrows_the_pick_instead_of_timing(fresh: Path, monkeypatch) -> None:
+    """A key that differs from a timed one only in S and G (each within 2x, G > 1 on both sides or on neither) takes
+    the nearest timed pick when it is a candidate, without timing and without saving it; anything else is timed."""
+    key = "v2fwd6|S{}|Di1024|L4096|G{}|N16|bf16|save0|GPU"
+    (fresh / "h100.json").write_text(json.dumps({key.format(64, 1): [64, 2], key.format(16, 1): [32, 1],
+                                                 key.format(1, 64): [64, 2, 2], "v2fwd6|S1|Di1024|L1024|G1|N16|bf16|"
+                                                 "save0|GPU": [128, 4]}))
+    timed = []
+    monkeypatch.setattr(v1, "_interpreting", lambda: False)
+    monkeypatch.delenv("MAMBAST_SCAN_TUNE", raising=False)
+    monkeypatch.setattr(v1.triton.testing, "do_bench", lambda fn, **kw: timed.append(fn) or 1.0)
+    cands = [(32, 1), (64, 2), (128, 4), (64, 2, 2), (64, 2, 4)]
+    assert v1._tune(key.format(56, 1), cands, lambda c: None, (8, 1)) == (64, 2) and not timed    # the full batch's
+    assert v1._tune(key.format(20, 1), cands, lambda c: None, (8, 1)) == (32, 1) and not timed    # the nearer one
+    assert v1._tune(key.format(1, 56), cands, lambda c: None, (8, 1)) == (64, 2, 2) and not timed
+    assert key.format(56, 1) not in v1._TUNE_CACHE and not v1._TUNE_FILE.exists()              # borrowed, not saved
+    v1._tune(key.format(4, 1), cands, lambda c: None, (8, 1))            # 16 is 4x away: timed
+    assert len(timed) == len(cands)
+    timed.clear()
+    v1._tune(key.format(1, 1), cands, lambda c: None, (8, 1))            # G 64 -> 1: another kind of call, timed
+    v1._tune(key.format(64, 1).replace("L4096", "L1024"), cands, lambda c: None, (8, 1))   # another L: timed
+    assert len(timed) == 2 * len(cands)
+    timed.clear()
+    assert v1._tune(key.format(48, 1), [(32, 1), (128, 4)], lambda c: None, (8, 1)) == (32, 1) and timed  # not a cand.
