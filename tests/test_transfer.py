@@ -35,6 +35,20 @@ def test_pinned_pair_alternates_grows_and_waits() -> None:
     assert big.shape == (3, 4, 4, 3) and allocs == [96, 96, 144]
 
 
+def test_pinned_pair_reserve_allocates_both_buffers_ahead() -> None:
+    allocs: list[int] = []
+    pair = PinnedPair(allocate=lambda n: allocs.append(n) or torch.empty(n, dtype=torch.uint8))
+    pair.reserve((2, 4, 4, 3))
+    assert allocs == [96, 96]
+    a, _ = pair.take((2, 4, 4, 3))
+    b, _ = pair.take((1, 4, 4, 3))                                 # smaller batches fit: nothing pinned on the way
+    pair.reserve((2, 4, 4, 3))
+    assert allocs == [96, 96] and a.data_ptr() != b.data_ptr()
+    pair.reserve((3, 4, 4, 3))                                     # larger: both grow
+    assert allocs == [96, 96, 144, 144]
+    PinnedPair(allocate=lambda n: None).reserve((1, 2, 2, 3))      # no memory: left for take to report
+
+
 def test_pinned_pair_without_memory_gives_none() -> None:
     assert PinnedPair(allocate=lambda n: None).take((1, 2, 2, 3)) is None
 

@@ -442,6 +442,7 @@ def process_video(
     try:
         rt.start()
         wt.start()
+        staging.reserve((batch, H, W, 3))     # pinned while the first frames decode, not after
         buf: list[vio.DecodedFrame] = []
 
         def flush() -> None:
