@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Prepared in session 10 for the next lease. Training (issue 4) on GPUs 0-2 of an x4 kind as in sessions 7-10:
+#   TL=.. CPUS=0-31 EMA=0.999 RUNS="k_a:27:70 k_b:32:70 k_c:24:70" bash scripts/device/train_runs.sh
+# and these parts on GPU 3, pinned to 16 cores as the x1 kind has (BENCH_GPU=3 PART=k taskset -c 32-47 bash
+# scripts/device/lease_k.sh), or alone on an x1. Bundled weights moved out of the tree (random weights: speed only);
+# carry the PyAV wheel in the first call that needs it (pip keeps it installed on the machine).
+#   PART=1: the 512² folder on a fresh machine, first (session 10 on an H200: 148 img/s wall against 526 steady, the
+#           partial last batch timed by the tuner mid-job; since then picks for the H200 are bundled and a batch
+#           within 2x of a timed one borrows its pick), then with CPU decoding.
+#   PART=2: the 1080p video job, 480 and 1440 frames, veryfast (default) and superfast (session 10 on the H100:
+#           59.1 / 61.3 fps; the pinned buffers are now allocated while the first frames decode).
+#   PART=3: engine rows (256/512/1024, 4K) with v3 (default) and without (MAMBAST_SCAN3=0): not yet measured on an
+#           H100 with v3 (session 10's rows are an H200's).
+#   PART=4: the engine profile (`scripts/profile_engine.py`).
+# Every part copies the tune cache to $OUT (re-bundle kernels/tuned/<gpu>.json from it).
+set -o pipefail
+[ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
+export PYTHONUNBUFFERED=1
+ls .whl/av-*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+fields="('wall_img_s', 'steady_img_s', 'warmup_s', 'batch_sizes', 'stages_s')"
+if [ "${PART:-1}" = 1 ]; then
+  timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_k.json 2>/dev/null
+  python3 -c "import json; r=json.load(open('$OUT/folder_k.json'))['folder']; print({k: r.get(k) for k in $fields})"
+  MAMBAST_GPU_DECODE=0 timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 \
+    --json > $OUT/folder_k_cpu.json 2>/dev/null
+  python3 -c "import json; r=json.load(open('$OUT/folder_k_cpu.json'))['folder']; print({k: r.get(k) for k in $fields})"
+elif [ "$PART" = 2 ]; then
+  for n in 480 1440; do
+    timeout 280 python3 scripts/bench_video.py --frames $n --smooth 4 --workdir /tmp/bvk$n --job-only \
+      --presets veryfast superfast --json-out $OUT/video_k_$n.json 2>&1 | grep -v -i warn | tail -3
+  done
+elif [ "$PART" = 3 ]; then
+  IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v2 MAMBAST_SCAN3=0}"
+  for v in "${variants[@]}"; do
+    tag=${v%% *}; echo "== $tag"
+    env ${v#* } timeout 250 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --contents 128 \
+      --protocol 20x40 --large 2160x3840 --curve none --no-baseline --json > $OUT/engine_k_$tag.json 2>/dev/null
+    python3 -c "import json; r=json.load(open('$OUT/engine_k_$tag.json')); print(json.dumps(r['rows']), json.dumps(r['uhd']), json.dumps(r.get('protocol')))"
+  done
+elif [ "$PART" = 4 ]; then
+  timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile_k 2>&1 \
+    | grep -v -i warn | tail -50
+fi
+cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_k_part${PART:-1}.json 2>/dev/null
