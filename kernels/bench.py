@@ -417,6 +417,11 @@ def main():
         v2 += [(f"v3 {name} v2 {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c, v3_off=True)) for c in cands]
         v2 += [(f"v3 {name} fwd {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
                for c in v3c if c[2] or shape["G"] <= cs3.GB_MAX]
+        # session 10's next question: two or four lanes per channel (BD 16 / 8 with one warp: Triton then splits the
+        # states over lanes, 128 / 96 registers without spills, 112 / 95 instructions a step, one / two shuffles
+        # per readout), so twice / four times the warps fit an SM where 255 registers held 8
+        v2 += [(f"v3 {name} lanes {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
+               for c in ([(16, 1, 0, 0, 4, 2), (8, 1, 0, 0, 4, 2)] if shape["G"] == 1 else [(16, 1, 1, 0, 4, 2)])]
         # the experiment of session 9: half the exponentials on the FMA pipe (faster only if the MUFU pipe bounds)
         v2 += [(f"v3 {name} emu {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
                for c in ([(64, 2, 0, 0, 4, 2, 0, 1), (32, 1, 0, 0, 4, 2, 0, 1)] if shape["G"] == 1

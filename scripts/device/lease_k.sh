@@ -12,6 +12,9 @@
 #   PART=3: engine rows (256/512/1024, 4K) with v3 (default) and without (MAMBAST_SCAN3=0): not yet measured on an
 #           H100 with v3 (session 10's rows are an H200's).
 #   PART=4: the engine profile (`scripts/profile_engine.py`).
+#   PART=5: v3 with two / four lanes per channel (`kernels/bench.py --only "^v3 .* (lanes|fwd \(64, 2, 0, 0, 4, 2\))"`:
+#           BD 16 / 8 on one warp, 128 / 96 registers; kernels/SCAN_NOTES.md, session 10), then Nsight Compute on
+#           (16, 1) at the 512² batch-8 shape; parity first (`kernels/check_gpu.py --quick` has rows for both).
 # Every part copies the tune cache to $OUT (re-bundle kernels/tuned/<gpu>.json from it).
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
@@ -41,5 +44,15 @@ elif [ "$PART" = 3 ]; then
 elif [ "$PART" = 4 ]; then
   timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile_k 2>&1 \
     | grep -v -i warn | tail -50
+elif [ "$PART" = 5 ]; then
+  timeout 120 python3 kernels/check_gpu.py --quick --out $OUT/check_lanes.json 2>&1 | grep -E "\((16|8), 1,|rows ok"
+  timeout 240 python3 kernels/bench.py --only '^v3 .* (lanes|fwd \(64, 2, 0, 0, 4, 2\)|fwd \(32, 1, 1, 0, 4, 2, 200\))' \
+    --out $OUT/lanes.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
+  timeout 150 ncu --clock-control none --section WarpStateStats --section SchedulerStats --section Occupancy \
+    --section LaunchStats --section InstructionStats -k "regex:_fwd3_kernel" --launch-skip 2 --launch-count 1 \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" -o $OUT/ncu_lanes \
+    python3 scripts/ncu_scan.py --batch 8 --calls 3 --config 16,1,0,0,4,2 2>&1 | tail -2
+  ncu --import $OUT/ncu_lanes.ncu-rep --page details > $OUT/ncu_lanes_details.txt 2>&1; rm -f $OUT/*.ncu-rep
+  grep -i -E "duration|warp cycles per|issued ipc|eligible|achieved occupancy|registers per" $OUT/ncu_lanes_details.txt | head
 fi
 cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_k_part${PART:-1}.json 2>/dev/null
