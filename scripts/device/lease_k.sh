@@ -15,6 +15,8 @@
 #   PART=5: v3 with two / four lanes per channel (`kernels/bench.py --only "^v3 .* (lanes|fwd \(64, 2, 0, 0, 4, 2\))"`:
 #           BD 16 / 8 on one warp, 128 / 96 registers; kernels/SCAN_NOTES.md, session 10), then Nsight Compute on
 #           (16, 1) at the 512² batch-8 shape; parity first (`kernels/check_gpu.py --quick` has rows for both).
+#   PART=6: the A/B of scripts/device/patches/ (v3 tail reload, then refill after the step): kernel rows and v3 parity
+#           before, after the first diff, after both; the tree's copy of the kernel is restored at the end.
 # Every part copies the tune cache to $OUT (re-bundle kernels/tuned/<gpu>.json from it).
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
@@ -54,5 +56,15 @@ elif [ "$PART" = 5 ]; then
     python3 scripts/ncu_scan.py --batch 8 --calls 3 --config 16,1,0,0,4,2 2>&1 | tail -2
   ncu --import $OUT/ncu_lanes.ncu-rep --page details > $OUT/ncu_lanes_details.txt 2>&1; rm -f $OUT/*.ncu-rep
   grep -i -E "duration|warp cycles per|issued ipc|eligible|achieved occupancy|registers per" $OUT/ncu_lanes_details.txt | head
+elif [ "$PART" = 6 ]; then
+  R='^v3 (enc512 B8|enc512 B64|1080p B8|dec512 G8) fwd \((64, 2, 0, 0, 4, 2|32, 1, 1, 0, 4, 2, 200)\)'
+  cp kernels/cross_scan_v3.py /tmp/v3_orig.py
+  for step in base v3_tail_reload v3_refill_after; do
+    [ $step = base ] || patch -p1 < scripts/device/patches/$step.diff
+    echo "== $step"
+    timeout 90 python3 kernels/check_gpu.py --quick --out $OUT/check_$step.json 2>&1 | grep -E "\(.*, 4, 2[,)]|rows ok"
+    timeout 90 python3 kernels/bench.py --only "$R" --out $OUT/ab_$step.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
+  done
+  cp /tmp/v3_orig.py kernels/cross_scan_v3.py
 fi
 cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_k_part${PART:-1}.json 2>/dev/null
