@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mambast_cli.io.transfer import PinnedPair, download_async, record_event, wait_event
+from mambast_cli.io.transfer import PinnedPair, copy_streams, download_async, record_event, upload_async, wait_event
 
 
 class _Event:
@@ -58,3 +58,16 @@ def test_cpu_tensors_need_no_events() -> None:
     host, ev = download_async(t)
     assert host is t and ev is None and record_event(t) is None
     wait_event(None)
+
+
+def test_copy_streams_are_opt_in_and_leave_cpu_tensors_alone(monkeypatch) -> None:
+    """MAMBAST_COPY_STREAMS=1 moves CUDA copies to streams of their own (checked on a GPU by
+    scripts/device/lease_k.sh); CPU tensors go through both helpers unchanged either way."""
+    monkeypatch.delenv("MAMBAST_COPY_STREAMS", raising=False)
+    assert not copy_streams()
+    monkeypatch.setenv("MAMBAST_COPY_STREAMS", "1")
+    assert copy_streams()
+    t = torch.arange(24, dtype=torch.uint8).view(2, 2, 2, 3)
+    assert torch.equal(upload_async(t, torch.device("cpu")), t)
+    host, ev = download_async(t)
+    assert host is t and ev is None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mambast_cli.errors import InputError
+from mambast_cli.io.transfer import upload_async
 
 if TYPE_CHECKING:  # torch is imported lazily: this module is loaded by the CLI before any heavy import
     import numpy as np
@@ -311,7 +312,7 @@ def upload_frames(images: "list[np.ndarray]", device: "torch.device", pinned: "t
 def frames_to_device(u8: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
     """(B, H, W, 3) uint8 on the host (pinned: the copy is asynchronous) → (B, 3, H, W) float32 in [0, 1] on
     `device`, converted there (the second half of `upload_frames`, for callers that stacked the batch already)."""
-    x = u8.to(device, non_blocking=u8.is_pinned())
+    x = upload_async(u8, device)
     return x.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 

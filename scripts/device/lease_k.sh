@@ -6,9 +6,11 @@
 # carry the PyAV wheel in the first call that needs it (pip keeps it installed on the machine).
 #   PART=1: the 512² folder on a fresh machine, first (session 10 on an H200: 148 img/s wall against 526 steady, the
 #           partial last batch timed by the tuner mid-job; since then picks for the H200 are bundled and a batch
-#           within 2x of a timed one borrows its pick), then with CPU decoding.
+#           within 2x of a timed one borrows its pick), then copy streams on / off (scripts/check_copy_streams.py:
+#           same bytes?, both rates), then with CPU decoding.
 #   PART=2: the 1080p video job, 480 and 1440 frames, veryfast (default) and superfast (session 10 on the H100:
-#           59.1 / 61.3 fps; the pinned buffers are now allocated while the first frames decode).
+#           59.1 / 61.3 fps; the pinned buffers are now allocated while the first frames decode), and 1440 frames
+#           with MAMBAST_COPY_STREAMS=1.
 #   PART=3: engine rows (256/512/1024, 4K) with v3 (default) and without (MAMBAST_SCAN3=0): not yet measured on an
 #           H100 with v3 (session 10's rows are an H200's).
 #   PART=4: the engine profile (`scripts/profile_engine.py`).
@@ -27,6 +29,7 @@ fields="('wall_img_s', 'steady_img_s', 'warmup_s', 'batch_sizes', 'stages_s')"
 if [ "${PART:-1}" = 1 ]; then
   timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_k.json 2>/dev/null
   python3 -c "import json; r=json.load(open('$OUT/folder_k.json'))['folder']; print({k: r.get(k) for k in $fields})"
+  timeout 200 python3 scripts/check_copy_streams.py --images 2000 --out $OUT/copy_streams.json 2>&1 | grep -v -i warn | tail -3
   MAMBAST_GPU_DECODE=0 timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 \
     --json > $OUT/folder_k_cpu.json 2>/dev/null
   python3 -c "import json; r=json.load(open('$OUT/folder_k_cpu.json'))['folder']; print({k: r.get(k) for k in $fields})"
@@ -35,6 +38,8 @@ elif [ "$PART" = 2 ]; then
     timeout 280 python3 scripts/bench_video.py --frames $n --smooth 4 --workdir /tmp/bvk$n --job-only \
       --presets veryfast superfast --json-out $OUT/video_k_$n.json 2>&1 | grep -v -i warn | tail -3
   done
+  MAMBAST_COPY_STREAMS=1 timeout 200 python3 scripts/bench_video.py --frames 1440 --smooth 4 --workdir /tmp/bvk1440 \
+    --job-only --presets veryfast --json-out $OUT/video_k_cs.json 2>&1 | grep -v -i warn | tail -2
 elif [ "$PART" = 3 ]; then
   IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v2 MAMBAST_SCAN3=0}"
   for v in "${variants[@]}"; do
