@@ -24,6 +24,7 @@ GROUPS = [  # (group, regex on the kernel name), first match wins
     ("upsample", r"upsample"),
     ("matmul", r"gemm|nvjet|cutlass|ampere|sm90"),
     ("layernorm", r"layer_norm"),
+    ("host <-> device copies", r"Memcpy (HtoD|DtoH)"),        # on the model's stream unless MAMBAST_COPY_STREAMS=1
     ("copy / elementwise", r"elementwise|copy|cat|transpose|permute|index|fill|Memcpy|memcpy|Memset|reduce"),
 ]
 
