@@ -117,7 +117,7 @@ def test_profile_engine_counts_device_events_only():
                 ev("_seq_fwd_kernel", DeviceType.CUDA, 5000.0, 12), ev("aten::copy_", DeviceType.CPU, 800.0, 2),
                 ev("Memcpy DtoH (Device -> Pinned)", DeviceType.CUDA, 800.0, 2)]
     per, kernels = mod.kernel_times(averages, images=4, steps=2)
-    assert per == {"convolution": 0.75, "scan forward": 1.25, "copy / elementwise": 0.2}
+    assert per == {"convolution": 0.75, "scan forward": 1.25, "host <-> device copies": 0.2}
     assert [k[1] for k in kernels] == ["_seq_fwd_kernel", "sm90_xmma_fprop_implicit_gemm",
                                        "Memcpy DtoH (Device -> Pinned)"]
     assert kernels[0][2] == 6
