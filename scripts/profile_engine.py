@@ -24,7 +24,7 @@ GROUPS = [  # (group, regex on the kernel name), first match wins
     ("upsample", r"upsample"),
     ("matmul", r"gemm|nvjet|cutlass|ampere|sm90"),
     ("layernorm", r"layer_norm"),
-    ("host <-> device copies", r"Memcpy (HtoD|DtoH)"),        # on the model's stream unless MAMBAST_COPY_STREAMS=1
+    ("host <-> device copies", r"Memcpy (HtoD|DtoH)"),   # float32 pictures here; the pipelines move uint8 (4x less)
     ("copy / elementwise", r"elementwise|copy|cat|transpose|permute|index|fill|Memcpy|memcpy|Memset|reduce"),
 ]
 
