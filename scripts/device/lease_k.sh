@@ -65,7 +65,7 @@ elif [ "$PART" = 6 ]; then
   R='^v3 (enc512 B8|enc512 B64|1080p B8|dec512 G8) fwd \((64, 2, 0, 0, 4, 2|32, 1, 1, 0, 4, 2, 200)\)'
   cp kernels/cross_scan_v3.py /tmp/v3_orig.py
   for step in base v3_tail_reload v3_refill_after; do
-    [ $step = base ] || patch -p1 < scripts/device/patches/$step.diff
+    [ $step = base ] || python3 scripts/device/apply_diff.py scripts/device/patches/$step.diff
     echo "== $step"
     timeout 90 python3 kernels/check_gpu.py --quick --out $OUT/check_$step.json 2>&1 | grep -E "\(.*, 4, 2[,)]|rows ok"
     timeout 90 python3 kernels/bench.py --only "$R" --out $OUT/ab_$step.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
