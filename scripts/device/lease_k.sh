@@ -67,8 +67,9 @@ elif [ "$PART" = 6 ]; then
   for step in base v3_tail_reload v3_refill_after; do
     [ $step = base ] || python3 scripts/device/apply_diff.py scripts/device/patches/$step.diff
     echo "== $step"
-    timeout 90 python3 kernels/check_gpu.py --quick --out $OUT/check_$step.json 2>&1 | grep -E "\(.*, 4, 2[,)]|rows ok"
-    timeout 90 python3 kernels/bench.py --only "$R" --out $OUT/ab_$step.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
+    [ $step = base ] || timeout 75 python3 kernels/check_gpu.py --quick --out $OUT/check_$step.json 2>&1 \
+      | grep -E "\(.*, 4, 2[,)]|rows ok"
+    timeout 75 python3 kernels/bench.py --only "$R" --out $OUT/ab_$step.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
   done
   cp /tmp/v3_orig.py kernels/cross_scan_v3.py
 fi
