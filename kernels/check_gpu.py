@@ -168,6 +168,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="< 60 s: v2 parity at training + inference shapes only")
+    ap.add_argument("--v3", action="store_true", help="only v3's forward rows (a kernel change's check in ~20 s)")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA device"
     gen = torch.Generator(device=DEV)
@@ -175,7 +176,9 @@ def main():
     print(f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {cs.triton.__version__}")
 
     jobs = []
-    if args.quick:  # < 60 s: v2 parity at the training and inference shapes (start of a training run)
+    if args.v3:
+        jobs += V3_ROWS
+    elif args.quick:  # < 60 s: v2 parity at the training and inference shapes (start of a training run)
         jobs += [("fwd", dict(S=2, G=1, h=32, w=32, dtype=torch.bfloat16)),
                  ("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.bfloat16)),
                  ("fwd", dict(S=1, G=8, h=64, w=64, dtype=torch.bfloat16)),

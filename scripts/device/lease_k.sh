@@ -52,7 +52,7 @@ elif [ "$PART" = 4 ]; then
   timeout 300 python3 scripts/profile_engine.py --random --sizes 512x512,1080x1920 --max-batch 64 --out $OUT/profile_k 2>&1 \
     | grep -v -i warn | tail -50
 elif [ "$PART" = 5 ]; then
-  timeout 120 python3 kernels/check_gpu.py --quick --out $OUT/check_lanes.json 2>&1 | grep -E "\((16|8), 1,|rows ok"
+  timeout 120 python3 kernels/check_gpu.py --v3 --out $OUT/check_lanes.json 2>&1 | tail -12
   timeout 240 python3 kernels/bench.py --only '^v3 .* (lanes|fwd \(64, 2, 0, 0, 4, 2\)|fwd \(32, 1, 1, 0, 4, 2, 200\))' \
     --out $OUT/lanes.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
   timeout 150 ncu --clock-control none --section WarpStateStats --section SchedulerStats --section Occupancy \
@@ -67,8 +67,7 @@ elif [ "$PART" = 6 ]; then
   for step in base v3_tail_reload v3_refill_after; do
     [ $step = base ] || python3 scripts/device/apply_diff.py scripts/device/patches/$step.diff
     echo "== $step"
-    [ $step = base ] || timeout 75 python3 kernels/check_gpu.py --quick --out $OUT/check_$step.json 2>&1 \
-      | grep -E "\(.*, 4, 2[,)]|rows ok"
+    [ $step = base ] || timeout 75 python3 kernels/check_gpu.py --v3 --out $OUT/check_$step.json 2>&1 | tail -12
     timeout 75 python3 kernels/bench.py --only "$R" --out $OUT/ab_$step.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
   done
   cp /tmp/v3_orig.py kernels/cross_scan_v3.py
