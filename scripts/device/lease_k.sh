@@ -9,10 +9,12 @@
 #           within 2x of a timed one borrows its pick), then copy streams on / off (scripts/check_copy_streams.py:
 #           same bytes?, both rates), then with CPU decoding.
 #   PART=2: the 1080p video job, 480 and 1440 frames, veryfast (default) and superfast (session 10 on the H100:
-#           59.1 / 61.3 fps; the pinned buffers are now allocated while the first frames decode), and 1440 frames
-#           with MAMBAST_COPY_STREAMS=1.
-#   PART=3: engine rows (256/512/1024, 4K) with v3 (default) and without (MAMBAST_SCAN3=0): not yet measured on an
-#           H100 with v3 (session 10's rows are an H200's).
+#           59.1 / 61.3 fps; the pinned buffers are now allocated while the first frames decode), then 1440 frames
+#           with MAMBAST_COPY_STREAMS=1 and with MAMBAST_SCAN_SLOTS=bf16 (each scan writes its 4 direction slots in
+#           bf16: at 1080p ~0.5 GB a call and frame in fp32, written by the scan and read back by the epilogue).
+#   PART=3: engine rows (256/512/1024, 4K) with v3 (default), with bf16 direction slots (MAMBAST_SCAN_SLOTS=bf16,
+#           opt-in since session 8 and never measured; the bench's bf16-vs-fp32 PSNR row says what it costs) and
+#           without v3 (MAMBAST_SCAN3=0): not yet measured on an H100 with v3 (session 10's rows are an H200's).
 #   PART=4: the engine profile (`scripts/profile_engine.py`).
 #   PART=5: v3 with two / four lanes per channel (`kernels/bench.py --only "^v3 .* (lanes|fwd \(64, 2, 0, 0, 4, 2\))"`:
 #           BD 16 / 8 on one warp, 128 / 96 registers; kernels/SCAN_NOTES.md, session 10), then Nsight Compute on
@@ -38,10 +40,12 @@ elif [ "$PART" = 2 ]; then
     timeout 280 python3 scripts/bench_video.py --frames $n --smooth 4 --workdir /tmp/bvk$n --job-only \
       --presets veryfast superfast --json-out $OUT/video_k_$n.json 2>&1 | grep -v -i warn | tail -3
   done
-  MAMBAST_COPY_STREAMS=1 timeout 200 python3 scripts/bench_video.py --frames 1440 --smooth 4 --workdir /tmp/bvk1440 \
-    --job-only --presets veryfast --json-out $OUT/video_k_cs.json 2>&1 | grep -v -i warn | tail -2
+  for v in "cs MAMBAST_COPY_STREAMS=1" "bf16 MAMBAST_SCAN_SLOTS=bf16"; do
+    env ${v#* } timeout 120 python3 scripts/bench_video.py --frames 1440 --smooth 4 --workdir /tmp/bvk1440 \
+      --job-only --presets veryfast --json-out $OUT/video_k_${v%% *}.json 2>&1 | grep -v -i warn | tail -1
+  done
 elif [ "$PART" = 3 ]; then
-  IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v2 MAMBAST_SCAN3=0}"
+  IFS=, read -r -a variants <<< "${VARIANTS:-v3 MAMBAST_SCAN3=1,v3bf16 MAMBAST_SCAN_SLOTS=bf16,v2 MAMBAST_SCAN3=0}"
   for v in "${variants[@]}"; do
     tag=${v%% *}; echo "== $tag"
     env ${v#* } timeout 250 python3 -m mambast_cli.engine.bench --sizes 256,512,1024 --contents 128 \
