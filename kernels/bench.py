@@ -421,7 +421,8 @@ def main():
         # states over lanes, 128 / 96 registers without spills, 112 / 95 instructions a step, one / two shuffles
         # per readout), so twice / four times the warps fit an SM where 255 registers held 8
         v2 += [(f"v3 {name} lanes {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
-               for c in ([(16, 1, 0, 0, 4, 2), (8, 1, 0, 0, 4, 2)] if shape["G"] == 1 else [(16, 1, 1, 0, 4, 2)])]
+               for c in ([(16, 1, 0, 0, 4, 2), (16, 1, 0, 0, 4, 2, 128), (8, 1, 0, 0, 4, 2)] if shape["G"] == 1
+                         else [(16, 1, 1, 0, 4, 2), (16, 1, 1, 0, 4, 2, 128)])]
         # the experiment of session 9: half the exponentials on the FMA pipe (faster only if the MUFU pipe bounds)
         v2 += [(f"v3 {name} emu {c}", row_fwd_v2, dict(**shape, dtype=bf16, config=c))
                for c in ([(64, 2, 0, 0, 4, 2, 0, 1), (32, 1, 0, 0, 4, 2, 0, 1)] if shape["G"] == 1

@@ -58,6 +58,7 @@ V3_ROWS = [("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.float32, config=(64, 2
            ("fwd", dict(S=2, G=1, h=64, w=96, dtype=torch.float32, config=(64, 2, 0, 0, 4, 2, 0, 1))),   # exp2 on FMA
            # two / four lanes per channel (BD 16 / 8 on one warp: the states split over lanes; session 10)
            ("fwd", dict(S=2, G=1, h=64, w=64, dtype=torch.float32, config=(16, 1, 0, 0, 4, 2))),
+           ("fwd", dict(S=2, G=1, h=32, w=32, dtype=torch.bfloat16, config=(16, 1, 0, 0, 4, 2, 128))),
            ("fwd", dict(S=2, G=1, h=32, w=48, dtype=torch.bfloat16, config=(8, 1, 0, 0, 4, 2))),
            ("fwd", dict(S=1, G=5, h=32, w=48, dtype=torch.float32, config=(16, 1, 1, 0, 4, 2)))]
 
