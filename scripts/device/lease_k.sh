@@ -18,12 +18,13 @@
 #   PART=4: the engine profile (`scripts/profile_engine.py`).
 #   PART=5: v3 with two / four lanes per channel (`kernels/bench.py --only "^v3 .* (lanes|fwd \(64, 2, 0, 0, 4, 2\))"`:
 #           BD 16 / 8 on one warp, 128 / 96 registers; kernels/SCAN_NOTES.md, session 10), then Nsight Compute on
-#           (16, 1) at the 512² batch-8 shape; parity first (`kernels/check_gpu.py --quick` has rows for both).
+#           (16, 1) at the 512² batch-8 shape; parity first (`kernels/check_gpu.py --v3` has rows for both).
 #   PART=6: the A/B of scripts/device/patches/ (v3 tail reload, then refill after the step): kernel rows (incl. the
 #           lanes rows of PART=5) and v3 parity before, after the first diff, after both; the tree's copy of the
 #           kernel is restored at the end. With both diffs the SASS says: (64, 2) 130 instructions a step, 255
 #           registers; (16, 1) 98 a step, 159 registers, or 128 capped without a spill (16 warps an SM).
-# Every part copies the tune cache to $OUT (re-bundle kernels/tuned/<gpu>.json from it).
+# Priority when device time is short (session 10's note): 6, 5, 2, 1, 3, 4. Every part copies the tune cache to $OUT
+# (re-bundle kernels/tuned/<gpu>.json from it).
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
 export PYTHONUNBUFFERED=1
