@@ -10,6 +10,7 @@ on a CPU engine and in tests.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
@@ -135,8 +136,7 @@ def download_async(u8: Any, timing: bool = False) -> tuple[Any, Any]:
     side.wait_stream(torch.cuda.current_stream(u8.device))
     with torch.cuda.stream(side):
         host.copy_(u8, non_blocking=True)
-        ev = torch.cuda.Event(enable_timing=timing)
-        ev.record(side)
+        ev = _recorded(u8.device, timing)           # on `side`, the current stream here
     u8.record_stream(side)                          # its memory is not reused before the copy has read it
     return host, ev
 
@@ -174,13 +174,10 @@ class PinnedPair:
         Args:
             shape: the batch's shape, e.g. (16, 1080, 1920, 3).
         """
-        nbytes = 1
-        for d in shape:
-            nbytes *= int(d)
+        nbytes = math.prod(int(d) for d in shape)
         for k in (0, 1):
-            if self._ready[k] is None and (self._bufs[k] is None or self._bufs[k].numel() < nbytes):
-                self._bufs[k] = None
-                self._bufs[k] = self._allocate(nbytes)
+            if self._ready[k] is None:
+                self._grow(k, nbytes)
 
     def take(self, shape: tuple[int, ...]) -> tuple[Any, int] | None:
         """The next buffer, viewed as a uint8 tensor of `shape` (its contents are undefined), and its slot.
@@ -191,18 +188,21 @@ class PinnedPair:
         Returns:
             ``(tensor, slot)``, or None when `allocate` could not provide the memory.
         """
-        nbytes = 1
-        for d in shape:
-            nbytes *= int(d)
+        nbytes = math.prod(int(d) for d in shape)
         k = self._turn = 1 - self._turn
         wait_event(self._ready[k])
         self._ready[k] = None
-        if self._bufs[k] is None or self._bufs[k].numel() < nbytes:
-            self._bufs[k] = None                    # free the old one before pinning a bigger one
-            self._bufs[k] = self._allocate(nbytes)
-            if self._bufs[k] is None:
-                return None
+        if not self._grow(k, nbytes):
+            return None
         return self._bufs[k][:nbytes].view(*shape), k
+
+    def _grow(self, k: int, nbytes: int) -> bool:
+        """Make buffer `k` hold at least `nbytes` (the old one freed before a bigger one is pinned); False when
+        `allocate` could not provide the memory."""
+        if self._bufs[k] is None or self._bufs[k].numel() < nbytes:
+            self._bufs[k] = None
+            self._bufs[k] = self._allocate(nbytes)
+        return self._bufs[k] is not None
 
     def uploaded(self, slot: int, event: Any) -> None:
         """Record the event after which the GPU no longer reads the buffer of `slot`.
