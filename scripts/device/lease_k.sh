@@ -22,7 +22,7 @@
 #   PART=6: the A/B of scripts/device/patches/ (v3 tail reload, then refill after the step): kernel rows (incl. the
 #           lanes rows of PART=5) and v3 parity before, after the first diff, after both; the tree's copy of the
 #           kernel is restored at the end. With both diffs the SASS says: (64, 2) 130 instructions a step, 255
-#           registers; (16, 1) 98 a step, 159 registers, or 128 capped without a spill (16 warps an SM).
+#           registers; (16, 1) 98 a step at 159 registers, or 103 capped at 128 without a spill (16 warps an SM).
 # Priority when device time is short (session 10's note): 6, 5, 2, 1, 3, 4. Every part copies the tune cache to $OUT
 # (re-bundle kernels/tuned/<gpu>.json from it).
 set -o pipefail
