@@ -121,3 +121,30 @@ def test_profile_engine_counts_device_events_only():
     assert [k[1] for k in kernels] == ["_seq_fwd_kernel", "sm90_xmma_fprop_implicit_gemm",
                                        "Memcpy DtoH (Device -> Pinned)"]
     assert kernels[0][2] == 6
+
+
+def test_sass_loop_reads_the_loop_its_loads_and_their_copies():
+    """scripts/sass_loop.py (session 10's SASS readings): the longest backward branch is the loop; a MOV of a
+    register loaded earlier in the trip is a copy; load-to-use distances go round the loop."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sass_loop.py"
+    spec = importlib.util.spec_from_file_location("sass_loop", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   LDG.E.64 R4, desc[UR6][R2.64] ;
+        /*0020*/                   FMUL R8, R8, R9 ;
+        /*0030*/                   FFMA R8, R4, R9, R8 ;
+        /*0040*/              @!P2 LDG.E.U16 R10, desc[UR6][R2.64] ;
+        /*0050*/                   MOV R11, R10 ;
+        /*0060*/               @P1 BRA `(.L_x_1) ;
+        /*0070*/                   EXIT ;
+"""
+    r = mod.loop_report(sass)
+    assert r["instructions"] == 6 and r["ops"]["LDG"] == 2 and r["ops"]["FFMA"] == 1
+    assert r["copies"] == ["MOV R11, R10"]
+    assert sorted(r["load_to_use"]) == [1, 2]
