@@ -104,7 +104,10 @@ def main() -> int:
                         + ["i32"] * 8))
     for BD, nw, GB, seg, cap, emu in [(64, 2, 1, 0, 0, 0), (32, 1, 1, 0, 0, 0), (32, 1, 1, 0, 200, 0), (64, 2, 1, 0, 200, 0),
                                       (64, 2, 2, 0, 200, 0), (64, 2, 8, 0, 0, 0), (32, 1, 1, 1, 200, 0),
-                                      (32, 1, 1, 2, 200, 0), (64, 2, 1, 0, 0, 1)]:
+                                      (32, 1, 1, 2, 200, 0), (64, 2, 1, 0, 0, 1),
+                                      # session 10: caps that spill, and two / four lanes per channel (BD 16 / 8)
+                                      (64, 2, 1, 0, 168, 0), (64, 2, 1, 0, 128, 0), (16, 1, 1, 0, 0, 0),
+                                      (16, 1, 1, 0, 128, 0), (8, 1, 1, 0, 0, 0)]:
         rows.append((f"scan3 fwd BD={BD} warps={nw} GB={GB} SEG={seg} cap={cap} EMU={emu}", _fwd3_kernel,
                      dict(fwd3_sig), dict(N=16, BD=BD, GB=GB, SEG=seg, FAST=True, EMU=emu), nw, cap))
     from mambast_kernels.cross_scan_v2 import _seq_bwd3_kernel
