@@ -383,7 +383,7 @@ def _tune(key: str, candidates, run_one, default):
     _load_tune_cache()
     if key in _TUNE_CACHE:
         return tuple(_TUNE_CACHE[key])
-    near = _nearby_pick(key, candidates)
+    near = None if os.environ.get("MAMBAST_SCAN_TUNE") == "full" else _nearby_pick(key, candidates)
     if near is not None:
         return near
     best, best_ms = default, float("inf")
@@ -403,11 +403,14 @@ _SG_FIELDS = re.compile(r"\|S(\d+)\|(.*)\|G(\d+)\|")
 
 
 def _nearby_pick(key: str, candidates):
-    """The pick of a timed key that differs from `key` only in the batch count S and the readout count G, each within
-    a factor of 2 (the nearest), when it is one of `candidates`; else None. A folder's last, partial batch (56 of 64)
-    or a video's last frames then run at once on the pick of the full batch, where timing the new shape would stall
-    the first run on a machine for seconds in the middle of the job (session 10: a 3000-picture folder on an H200
-    took 20.3 s where its steady rate said ~8). Not saved: the user's cache holds only what was timed."""
+    """The pick of a timed key that differs from `key` only in the batch count S and the readout count G (the nearest
+    in log S + log G; G > 1 on both sides or on neither), when it is one of `candidates`; else None. A folder's last,
+    partial batch or a video's last frames then run at once on the pick of the full batch, where timing the new shape
+    stalls the job on a fresh machine: session 10, a 3000-picture folder on an H200 took 20.3 s where its steady rate
+    said ~8; session 11, a 2000-picture folder's last batch of 16 (4x from the nearest timed batch, outside the 2x this
+    rule first allowed) spent 33 s timing and ran at 54 pictures/s wall against 560 steady. The picks across S differ by
+    a few per cent at most, the timing costs seconds. Not saved: the user's cache holds only what was timed.
+    `MAMBAST_SCAN_TUNE=full` times every new key instead (to collect picks for kernels/tuned/)."""
     m = _SG_FIELDS.search(key)
     if m is None:
         return None
@@ -419,7 +422,7 @@ def _nearby_pick(key: str, candidates):
         if m2 is None or k[:m2.start()] != key[:m.start()] or k[m2.end():] != key[m.end():] or m2.group(2) != m.group(2):
             continue
         S2, G2 = int(m2.group(1)), int(m2.group(3))
-        if (G2 > 1) != (G > 1) or not (S <= 2 * S2 and S2 <= 2 * S and G <= 2 * G2 and G2 <= 2 * G):
+        if (G2 > 1) != (G > 1):
             continue
         d = abs(math.log(S2 / S)) + abs(math.log(G2 / G))
         if tuple(v) in allowed and (best is None or d < best[0]):

@@ -46,8 +46,9 @@ def test_the_shipped_picks_are_valid_json_for_known_configs() -> None:
 
 
 def test_a_nearby_batch_borrows_the_pick_instead_of_timing(fresh: Path, monkeypatch) -> None:
-    """A key that differs from a timed one only in S and G (each within 2x, G > 1 on both sides or on neither) takes
-    the nearest timed pick when it is a candidate, without timing and without saving it; anything else is timed."""
+    """A key that differs from a timed one only in S and G (G > 1 on both sides or on neither) takes the nearest
+    timed pick when it is a candidate, without timing and without saving it; anything else is timed, and
+    MAMBAST_SCAN_TUNE=full times every new key."""
     key = "v2fwd6|S{}|Di1024|L4096|G{}|N16|bf16|save0|GPU"
     (fresh / "h100.json").write_text(json.dumps({key.format(64, 1): [64, 2], key.format(16, 1): [32, 1],
                                                  key.format(1, 64): [64, 2, 2], "v2fwd6|S1|Di1024|L1024|G1|N16|bf16|"
@@ -61,11 +62,14 @@ def test_a_nearby_batch_borrows_the_pick_instead_of_timing(fresh: Path, monkeypa
     assert v1._tune(key.format(20, 1), cands, lambda c: None, (8, 1)) == (32, 1) and not timed    # the nearer one
     assert v1._tune(key.format(1, 56), cands, lambda c: None, (8, 1)) == (64, 2, 2) and not timed
     assert key.format(56, 1) not in v1._TUNE_CACHE and not v1._TUNE_FILE.exists()              # borrowed, not saved
-    v1._tune(key.format(4, 1), cands, lambda c: None, (8, 1))            # 16 is 4x away: timed
-    assert len(timed) == len(cands)
+    assert v1._tune(key.format(2, 1), cands, lambda c: None, (8, 1)) == (32, 1) and not timed     # 8x: still
+    monkeypatch.setenv("MAMBAST_SCAN_TUNE", "full")
+    v1._tune(key.format(4, 1), cands, lambda c: None, (8, 1))            # asked to time every new key: timed
+    assert len(timed) == len(cands) and key.format(4, 1) in json.loads(v1._TUNE_FILE.read_text())
+    monkeypatch.delenv("MAMBAST_SCAN_TUNE")
     timed.clear()
-    v1._tune(key.format(1, 1), cands, lambda c: None, (8, 1))            # G 64 -> 1: another kind of call, timed
-    v1._tune(key.format(64, 1).replace("L4096", "L1024"), cands, lambda c: None, (8, 1))   # another L: timed
+    v1._tune(key.format(1, 8).replace("L4096", "L1024"), cands, lambda c: None, (8, 1))   # only G 1 timed there: timed
+    v1._tune(key.format(64, 1).replace("L4096", "L2048"), cands, lambda c: None, (8, 1))   # another L: timed
     assert len(timed) == 2 * len(cands)
     timed.clear()
-    assert v1._tune(key.format(48, 1), [(32, 1), (128, 4)], lambda c: None, (8, 1)) == (32, 1) and timed  # not a cand.
+    assert v1._tune(key.format(48, 1), [(16, 1), (128, 4)], lambda c: None, (8, 1)) == (16, 1) and timed  # not a cand.
