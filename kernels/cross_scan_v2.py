@@ -337,10 +337,11 @@ def prefetch4_allowed() -> bool:
 
 
 def slot_dtype_for(out_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the direction slots an inference forward writes for the fused epilogue: fp32, or with env
-    MAMBAST_SCAN_SLOTS=bf16 and a bf16 result, bf16 (opt-in, session 8, not yet measured: the epilogue read 4 fp32
-    slots per token, ~1.7 ms per call at 512² batch 64 and memory-bound; bf16 halves that)."""
-    if out_dtype == torch.bfloat16 and os.environ.get("MAMBAST_SCAN_SLOTS", "fp32") == "bf16":
+    """The dtype of the direction slots an inference forward writes for the fused epilogue: bf16 when the result is
+    bf16, else fp32; env MAMBAST_SCAN_SLOTS=fp32 keeps them fp32. The epilogue sums the 4 slots in fp32. Default since
+    session 11 (H200, same call, alternating: 1080p video 66.4 / 66.6 vs 64.4 / 64.4 fps; 512² batch 64 535 vs 524
+    img/s; 1024² 141 vs 135; BENCHMARKS.md): the epilogue is memory-bound and bf16 halves what it reads."""
+    if out_dtype == torch.bfloat16 and os.environ.get("MAMBAST_SCAN_SLOTS", "bf16") == "bf16":
         return torch.bfloat16
     return torch.float32
 

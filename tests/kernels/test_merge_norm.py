@@ -66,7 +66,7 @@ def test_fused_epilogue_is_on_by_default_and_env_turns_it_off(monkeypatch, value
 
 @needs_triton
 def test_bf16_slots_epilogue_reads_them_in_fp32():
-    """bf16 direction slots (opt-in `MAMBAST_SCAN_SLOTS=bf16`) are summed in fp32: the result equals the reference
+    """bf16 direction slots (the default for a bf16 result) are summed in fp32: the result equals the reference
     given the same rounded slots, and stays within bf16 rounding of the fp32-slot result."""
     from mambast_kernels.merge_norm import merge_norm_gate, merge_norm_gate_ref
 
@@ -83,12 +83,12 @@ def test_bf16_slots_epilogue_reads_them_in_fp32():
 
 @needs_triton
 def test_scan_writes_bf16_slots_only_when_asked(monkeypatch):
-    """`slot_dtype_for`: fp32 by default; bf16 slots only with MAMBAST_SCAN_SLOTS=bf16 and a bf16 result. The scan
-    then stores its fp32 outputs rounded once (compared with the fp32 slots of the same call)."""
+    """`slot_dtype_for`: bf16 slots for a bf16 result unless MAMBAST_SCAN_SLOTS=fp32, fp32 for an fp32 result. The
+    scan then stores its fp32 outputs rounded once (compared with the fp32 slots of the same call)."""
     from mambast_kernels import cross_scan_v2 as cs2
-    monkeypatch.delenv("MAMBAST_SCAN_SLOTS", raising=False)
+    monkeypatch.setenv("MAMBAST_SCAN_SLOTS", "fp32")
     assert cs2.slot_dtype_for(torch.bfloat16) == torch.float32
-    monkeypatch.setenv("MAMBAST_SCAN_SLOTS", "bf16")
+    monkeypatch.delenv("MAMBAST_SCAN_SLOTS")
     assert cs2.slot_dtype_for(torch.bfloat16) == torch.bfloat16 and cs2.slot_dtype_for(torch.float32) == torch.float32
     S, Di, N, L, h, w = 2, 8, 4, 15, 3, 5
     g = torch.Generator().manual_seed(1)
