@@ -545,7 +545,9 @@ def format_report(result: dict[str, Any]) -> str:
     if ex:
         lines += ["", f"extras at {ex['size']}:"]
         if "psnr_bf16_vs_fp32_db" in ex:
-            lines.append(f"  bf16 vs fp32 output PSNR: {ex['psnr_bf16_vs_fp32_db']} dB")
+            on = "random weights, noise pictures" if m["weights_note"].startswith("random") else "noise pictures"
+            lines.append(f"  bf16 vs fp32 output PSNR: {ex['psnr_bf16_vs_fp32_db']} dB ({on}; on real pictures with "
+                         "the bundled model: scripts/check_precision.py)")
         if "channels_last_ms_per_img" in ex:
             cl = ex["channels_last_ms_per_img"]
             lines.append(f"  channels-last CNN decoder: off {cl['false']} ms/img, on {cl['true']} ms/img")
