@@ -2,7 +2,7 @@
 
 After the cross-scan every SS2D block does (mambast_cli/model/mambast.py, `_scan_and_merge`):
 
-    y   = sum_k slots[:, :, k]                  four direction slots (S, G, K, L, Di) fp32 -> (S*G, L, Di)
+    y   = sum_k slots[:, :, k]                  four direction slots (S, G, K, L, Di) fp32 or bf16 -> (S*G, L, Di) fp32
     out = LayerNorm(y) * silu(z)                 z: the block's gate branch (B, L, Di), B = S*G
     out -> out_proj (bf16 under autocast)
 
