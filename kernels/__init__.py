@@ -4,7 +4,8 @@
 importable (and `MAMBAST_SCAN=ref` is not set), and the PyTorch reference otherwise, so the CPU path never needs
 Triton. The model calls it through `scan_norm_gate` (scan, direction merge, LayerNorm, gate).
 
-Also here: `merge_norm` (the fused SS2D epilogue), `residual_norm` (a VSS block's LayerNorms and residual add, via
+Also here: `style_states` (the decoder's scan for many contents on one style: the style's states stored once, the
+readouts as one batched matmul; `scan_norm_gate` takes it per `states_readout_wanted`), `merge_norm` (the fused SS2D epilogue), `residual_norm` (a VSS block's LayerNorms and residual add, via
 `block_norm` / `block_residual`), `dwconv_silu` (SS2D's depthwise convolution + SiLU, via `conv_silu`) and `pad_nhwc` (the CNN decoder's ReLU + nearest upsampling +
 reflection pad as one channels-last pass, used by mambast_cli/engine/cnn_nhwc.py), each beside its reference.
 """
@@ -78,8 +79,14 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
     if (fused_merge_enabled() and backend_for(u) == "triton" and scan_impl() == "v2"
             and not torch.is_grad_enabled()):
         from .cross_scan_v2 import cross_scan_fwd_cl, slot_dtype_for
-        from .merge_norm import merge_norm_gate
+        from .merge_norm import merge_norm_gate, norm_gate_pm
 
+        S, G, L, Di, N = C.shape[0], C.shape[1], u.shape[1], u.shape[2], A.shape[1]
+        if states_readout_wanted(S, G, L, Di, N, z.dtype):
+            from .style_states import states_readout_pm, style_states
+
+            H = style_states(u, delta, A, B, delta_bias, h, w, dtype=slot_dtype_for(z.dtype))
+            return norm_gate_pm(states_readout_pm(H, C, u, D), z, weight, bias, eps, out_dtype=z.dtype)
         slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False,
                                         slot_dtype=slot_dtype_for(z.dtype))
         return merge_norm_gate(slots, z, weight, bias, eps, out_dtype=z.dtype)
@@ -87,6 +94,27 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
     S, G, L, Di = y.shape
     y = F.layer_norm(y.reshape(S * G, L, Di).to(weight.dtype), (Di,), weight, bias, eps)
     return y * F.silu(z.reshape(S * G, L, Di))
+
+
+# Below this many contents on one style the in-loop readouts (cross_scan_v2's grouped form) are kept.
+STATES_MIN_G = 16
+# The stored states of one decoder layer may take at most this many bytes (1080p in bf16: 4.2 GB).
+STATES_MAX_BYTES = 5 << 30
+
+
+def states_readout_wanted(S: int, G: int, L: int, Di: int, N: int, dtype: torch.dtype) -> bool:
+    """Whether a decoder scan of G contents on one style runs as stored style states + one batched matmul
+    (`style_states.py`) instead of G readouts inside the scan loop: env MAMBAST_STYLE_STATES=1 whenever S = 1 and
+    G > 1, =0 never; by default (auto) for S = 1, G >= STATES_MIN_G and states within STATES_MAX_BYTES."""
+    from .style_states import states_bytes
+
+    mode = os.environ.get("MAMBAST_STYLE_STATES", "auto")
+    if mode == "0" or S != 1 or G < 2:
+        return False
+    if mode == "1":
+        return True
+    sdtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+    return G >= STATES_MIN_G and states_bytes(L, Di, N, sdtype) <= STATES_MAX_BYTES
 
 
 def fused_block_enabled() -> bool:

@@ -50,18 +50,17 @@ def _layer_norm_row(t, mask, w_ptr, b_ptr, offs, C, eps):
 
 @triton.jit
 def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
-                            L, Di, z_stride_row, eps,
+                            L, Di, z_stride_row, eps, stride_sg, stride_t, stride_k,
                             K: tl.constexpr, BLOCK_D: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)          # token row r = (s*G + g) * L + t
     sg = row // L
     t = row % L
     offs = tl.arange(0, BLOCK_D)
     mask = offs < Di
-    LD = tl.cast(L, tl.int64) * Di
-    base = slots_ptr + sg * K * LD + t * Di
+    base = slots_ptr + sg * stride_sg + t * stride_t
     y = tl.load(base + offs, mask=mask, other=0.0).to(tl.float32)       # slots: fp32 or bf16, summed in fp32
     for k in tl.static_range(1, K):              # fixed order: deterministic
-        y += tl.load(base + k * LD + offs, mask=mask, other=0.0).to(tl.float32)
+        y += tl.load(base + k * stride_k + offs, mask=mask, other=0.0).to(tl.float32)
     yn = _layer_norm_row(y, mask, w_ptr, b_ptr, offs, Di, eps)
     zz = tl.load(z_ptr + row * z_stride_row + offs, mask=mask, other=0.0).to(tl.float32)
     out = yn * (zz / (1.0 + tl.exp(-zz)))
@@ -82,6 +81,25 @@ def merge_norm_gate(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, 
     out = torch.empty((B * L, Di), device=slots.device, dtype=out_dtype or z.dtype)
     BLOCK_D = triton.next_power_of_2(Di)
     nw = 4 if BLOCK_D <= 1024 else 8
+    LD = L * Di
     _merge_norm_gate_kernel[(B * L,)](slots, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
-                                      float(eps), K=K, BLOCK_D=BLOCK_D, num_warps=nw)
+                                      float(eps), K * LD, Di, LD, K=K, BLOCK_D=BLOCK_D, num_warps=nw)
     return out.view(B, L, Di)
+
+
+def norm_gate_pm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The same epilogue for an already merged scan output stored position-major, y (L, G, Di) (what
+    `style_states.states_readout_pm` writes): z (G, ..., Di) holding G rows of L tokens -> (G, L, Di)."""
+    L, G, Di = y.shape
+    assert z.shape[0] == G and z.shape[-1] == Di and z.numel() == G * L * Di, (z.shape, y.shape)
+    y = y.contiguous()
+    z2 = z.reshape(G * L, Di)
+    if z2.stride(-1) != 1:
+        z2 = z2.contiguous()
+    out = torch.empty((G * L, Di), device=y.device, dtype=out_dtype or z.dtype)
+    BLOCK_D = triton.next_power_of_2(Di)
+    nw = 4 if BLOCK_D <= 1024 else 8
+    _merge_norm_gate_kernel[(G * L,)](y, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
+                                      float(eps), Di, G * Di, 0, K=1, BLOCK_D=BLOCK_D, num_warps=nw)
+    return out.view(G, L, Di)
