@@ -112,3 +112,27 @@ def test_states_readout_policy(monkeypatch, env, S, G, L, expect):
     else:
         monkeypatch.setenv("MAMBAST_STYLE_STATES", env)
     assert mk.states_readout_wanted(S, G, L, 1024, 16, torch.bfloat16) is expect
+
+
+@needs_triton
+def test_model_with_stored_states_matches_reference_path(monkeypatch):
+    """The whole tiny model (Triton scan, interpreter) with the decoder's stored-states form forced on equals the
+    PyTorch reference path: the decoder's three layers took it (2 contents on 1 style)."""
+    from mambast_cli.model import MambaST, tiny_config
+    from mambast_kernels import style_states
+
+    calls = []
+    real = style_states.states_readout_pm
+    monkeypatch.setattr(style_states, "states_readout_pm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = MambaST(tiny_config()).eval().to(DEVICE)
+    c, s = torch.rand(2, 3, 24, 40, device=DEVICE), torch.rand(1, 3, 32, 32, device=DEVICE)
+    with torch.no_grad():
+        monkeypatch.setenv("MAMBAST_SCAN", "ref")
+        ref = model(c, s, seed=3)
+        monkeypatch.setenv("MAMBAST_SCAN", "triton")
+        monkeypatch.setenv("MAMBAST_STYLE_STATES", "1")
+        out = model(c, s, seed=3)
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert rel < 1e-4, rel
+    assert len(calls) == 3
