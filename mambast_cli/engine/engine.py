@@ -379,6 +379,11 @@ class Engine:
             "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",
             "scan_backend": scan,
             "fused_merge": fused,
+            # the scan switches a benchmark's numbers depend on (docs/cli.md): the decoder's stored style states and
+            # the dtype of the direction slots
+            "style_states": os.environ.get("MAMBAST_STYLE_STATES", "auto") if fused else "off",
+            "scan_slots": ("bf16" if fused and self.dtype == torch.bfloat16
+                           and os.environ.get("MAMBAST_SCAN_SLOTS", "bf16") == "bf16" else "fp32"),
             "compile": self.compiled,
             "channels_last": self.channels_last,
             "cuda_graphs": self._graphs is not None,
