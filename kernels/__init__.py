@@ -4,10 +4,12 @@
 importable (and `MAMBAST_SCAN=ref` is not set), and the PyTorch reference otherwise, so the CPU path never needs
 Triton. The model calls it through `scan_norm_gate` (scan, direction merge, LayerNorm, gate).
 
-Also here: `style_states` (the decoder's scan for many contents on one style: the style's states stored once, the
-readouts as one batched matmul; `scan_norm_gate` takes it per `states_readout_wanted`), `merge_norm` (the fused SS2D epilogue), `residual_norm` (a VSS block's LayerNorms and residual add, via
-`block_norm` / `block_residual`), `dwconv_silu` (SS2D's depthwise convolution + SiLU, via `conv_silu`) and `pad_nhwc` (the CNN decoder's ReLU + nearest upsampling +
-reflection pad as one channels-last pass, used by mambast_cli/engine/cnn_nhwc.py), each beside its reference.
+Also here, each beside its reference: `style_states` (the decoder's scan for many contents on one style: the
+style's states stored once, the readouts as one batched matmul; `scan_norm_gate` takes it per
+`states_readout_wanted`), `merge_norm` (the fused SS2D epilogue), `residual_norm` (a VSS block's LayerNorms and
+residual add, via `block_norm` / `block_residual`), `dwconv_silu` (SS2D's depthwise convolution + SiLU, via
+`conv_silu`) and `pad_nhwc` (the CNN decoder's ReLU + nearest upsampling + reflection pad as one channels-last
+pass, used by mambast_cli/engine/cnn_nhwc.py).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ except Exception:  # pragma: no cover - depends on the install
 
 __all__ = ["K_DIRECTIONS", "cross_scan", "cross_scan_ref", "cross_scan_triton", "cross_scan_triton_v2", "direction_indices",
            "backend_for", "scan_norm_gate", "fused_merge_enabled", "block_norm", "block_residual",
-           "fused_block_enabled", "conv_silu"]
+           "fused_block_enabled", "conv_silu", "states_readout_wanted"]
 
 
 def backend_for(x: torch.Tensor) -> str:

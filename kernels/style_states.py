@@ -46,7 +46,8 @@ def style_states_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
         for t in range(L):
             p = int(idx[k, t])
             dt = torch.nn.functional.softplus(delta[:, k, p].to(ct) + delta_bias.to(ct).view(K, Di)[k])   # (S, Di)
-            st = torch.exp(dt[..., None] * Ak[k]) * st + (dt * u[:, p].to(ct))[..., None] * B[:, k, :, p].to(ct)[:, None, :]
+            dBu = (dt * u[:, p].to(ct))[..., None] * B[:, k, :, p].to(ct)[:, None, :]                      # (S, Di, N)
+            st = torch.exp(dt[..., None] * Ak[k]) * st + dBu
             out[:, p, k] = st.transpose(1, 2)
     return out
 

@@ -58,8 +58,9 @@ def main() -> None:
         return outs, (time.perf_counter() - t0) / len(handles) * 1e3
 
     ref, _ = run("fp32", "fp32")
-    report: dict = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device, "torch": torch.__version__, "size": a.size,
-                    "contents": len(contents), "styles": len(styles)}
+    dev_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device
+    report: dict = {"device": dev_name, "torch": torch.__version__, "size": a.size, "contents": len(contents),
+                    "styles": len(styles)}
     for slots in ("fp32", "bf16"):
         outs, ms = run("bf16", slots)
         vals = [psnr(r[i], o[i]) for r, o in zip(ref, outs) for i in range(len(contents))]
