@@ -408,8 +408,11 @@ def _nearby_pick(key: str, candidates):
     partial batch or a video's last frames then run at once on the pick of the full batch, where timing the new shape
     stalls the job on a fresh machine: session 10, a 3000-picture folder on an H200 took 20.3 s where its steady rate
     said ~8; session 11, a 2000-picture folder's last batch of 16 (4x from the nearest timed batch, outside the 2x this
-    rule first allowed) spent 33 s timing and ran at 54 pictures/s wall against 560 steady. The picks across S differ by
-    a few per cent at most, the timing costs seconds. Not saved: the user's cache holds only what was timed.
+    rule first allowed) spent 33 s timing and ran at 54 pictures/s wall against 560 steady.
+    Within 2x in both S and G any pick is borrowed. Further away only a pick without segments (config element 3 <= 1),
+    and only for a key with S >= 4 or G >= 4: segments pay only with few recurrences and lose badly with many (v3 at
+    1080p B8: 19.7-32.6 vs 11.8 ms, session 9), so a single picture's shape is timed rather than given a batch's pick,
+    and a batch never takes a single picture's segmented one. Not saved: the user's cache holds only what was timed.
     `MAMBAST_SCAN_TUNE=full` times every new key instead (to collect picks for kernels/tuned/)."""
     m = _SG_FIELDS.search(key)
     if m is None:
@@ -422,10 +425,13 @@ def _nearby_pick(key: str, candidates):
         if m2 is None or k[:m2.start()] != key[:m.start()] or k[m2.end():] != key[m.end():] or m2.group(2) != m.group(2):
             continue
         S2, G2 = int(m2.group(1)), int(m2.group(3))
-        if (G2 > 1) != (G > 1):
+        if (G2 > 1) != (G > 1) or tuple(v) not in allowed:
+            continue
+        near = S <= 2 * S2 and S2 <= 2 * S and G <= 2 * G2 and G2 <= 2 * G
+        if not near and (len(v) > 3 and v[3] > 1 or (S < 4 and G < 4)):
             continue
         d = abs(math.log(S2 / S)) + abs(math.log(G2 / G))
-        if tuple(v) in allowed and (best is None or d < best[0]):
+        if best is None or d < best[0]:
             best = (d, tuple(v))
     return None if best is None else best[1]
 
