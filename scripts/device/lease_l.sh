@@ -6,8 +6,8 @@
 #           16-frame batches, session 11) then MAMBAST_STYLE_STATES=0, alternating: the states form is measured on
 #           the scan alone only (1.75x at 1080p G16, H200). On an H100 this is the row issue 6 is judged on.
 #   PART=2: engine rows (256/512/1024, 4K, 20 x 40 protocol) with states auto / 0, and the issue-3 scan row.
-#   PART=3: scripts/check_style_states.py (parity + timing at the real shapes) and check_precision.py with the
-#           states forced on (MAMBAST_STYLE_STATES=1), bundled weights.
+#   PART=3: scripts/check_style_states.py (parity + timing at the real shapes, then G 8 and 12 for the threshold)
+#           and check_precision.py with the states forced on (MAMBAST_STYLE_STATES=1), bundled weights.
 #   PART=4: the folder on a fresh machine (3000 pictures), then scripts/profile_engine.py.
 set -o pipefail
 [ -n "$BENCH_GPU" ] && export CUDA_VISIBLE_DEVICES=$BENCH_GPU
@@ -31,6 +31,9 @@ elif [ "$PART" = 2 ]; then
   timeout 120 python3 kernels/bench.py --only "^v3 enc512 B8 (v2|fwd)" --out $OUT/issue3_l.json 2>&1 | grep -v -i warn | sed -n '/^row /,$p'
 elif [ "$PART" = 3 ]; then
   timeout 150 python3 scripts/check_style_states.py --out $OUT/style_states_l.json 2>&1 | grep -v -i warn | tail -8
+  # where the stored states start to pay (the default threshold, STATES_MIN_G = 16, was set between G4 and G16)
+  timeout 120 python3 scripts/check_style_states.py --shapes "64,64,8;64,64,12;135,240,8;135,240,12" \
+    --out $OUT/style_states_threshold_l.json 2>&1 | grep -v -i warn | tail -4
   MAMBAST_STYLE_STATES=1 timeout 90 python3 scripts/check_precision.py --size 512 --out $OUT/precision_l.json 2>&1 | tail -2
 elif [ "$PART" = 4 ]; then
   timeout 150 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_l.json 2>/dev/null
