@@ -84,13 +84,13 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
         from .merge_norm import merge_norm_gate, norm_gate_pm
 
         S, G, L, Di, N = C.shape[0], C.shape[1], u.shape[1], u.shape[2], A.shape[1]
-        if states_readout_wanted(S, G, L, Di, N, z.dtype):
+        sdtype = slot_dtype_for(z.dtype)                     # the direction slots' dtype, and the stored states'
+        if states_readout_wanted(S, G, L, Di, N, sdtype):
             from .style_states import states_readout_pm, style_states
 
-            H = style_states(u, delta, A, B, delta_bias, h, w, dtype=slot_dtype_for(z.dtype))
+            H = style_states(u, delta, A, B, delta_bias, h, w, dtype=sdtype)
             return norm_gate_pm(states_readout_pm(H, C, u, D), z, weight, bias, eps, out_dtype=z.dtype)
-        slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False,
-                                        slot_dtype=slot_dtype_for(z.dtype))
+        slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False, slot_dtype=sdtype)
         return merge_norm_gate(slots, z, weight, bias, eps, out_dtype=z.dtype)
     y = cross_scan(u, delta, A, B, C, D, delta_bias, h, w, layout="cl")        # (S, G, L, Di) fp32
     S, G, L, Di = y.shape
@@ -104,10 +104,11 @@ STATES_MIN_G = 16
 STATES_MAX_BYTES = 5 << 30
 
 
-def states_readout_wanted(S: int, G: int, L: int, Di: int, N: int, dtype: torch.dtype) -> bool:
+def states_readout_wanted(S: int, G: int, L: int, Di: int, N: int, states_dtype: torch.dtype) -> bool:
     """Whether a decoder scan of G contents on one style runs as stored style states + one batched matmul
     (`style_states.py`) instead of G readouts inside the scan loop: env MAMBAST_STYLE_STATES=1 whenever S = 1 and
-    G > 1, =0 never; by default (auto) for S = 1, G >= STATES_MIN_G and states within STATES_MAX_BYTES."""
+    G > 1, =0 never; by default (auto) for S = 1, G >= STATES_MIN_G and states (stored in `states_dtype`, the
+    direction slots' dtype) within STATES_MAX_BYTES."""
     from .style_states import states_bytes
 
     mode = os.environ.get("MAMBAST_STYLE_STATES", "auto")
@@ -115,8 +116,7 @@ def states_readout_wanted(S: int, G: int, L: int, Di: int, N: int, dtype: torch.
         return False
     if mode == "1":
         return True
-    sdtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
-    return G >= STATES_MIN_G and states_bytes(L, Di, N, sdtype) <= STATES_MAX_BYTES
+    return G >= STATES_MIN_G and states_bytes(L, Di, N, states_dtype) <= STATES_MAX_BYTES
 
 
 def fused_block_enabled() -> bool:

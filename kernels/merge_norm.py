@@ -67,6 +67,22 @@ def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
     tl.store(out_ptr + row * Di + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def _epilogue(y: torch.Tensor, K: int, rows: int, L: int, Di: int, strides: tuple[int, int, int], z: torch.Tensor,
+              weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype | None) -> torch.Tensor:
+    """Launch the fused kernel over `rows` = B*L token rows of contiguous y, whose K slots of row (b, t) start at
+    b*strides[0] + t*strides[1] + k*strides[2] -> (B*L, Di). z may be a strided view as long as each token's Di
+    values are contiguous (in_proj's half: rows 2*Di apart); it is copied otherwise."""
+    z2 = z.reshape(rows, Di)
+    if z2.stride(-1) != 1:
+        z2 = z2.contiguous()
+    out = torch.empty((rows, Di), device=y.device, dtype=out_dtype or z.dtype)
+    BLOCK_D = triton.next_power_of_2(Di)
+    nw = 4 if BLOCK_D <= 1024 else 8
+    _merge_norm_gate_kernel[(rows,)](y, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
+                                     float(eps), *strides, K=K, BLOCK_D=BLOCK_D, num_warps=nw)
+    return out
+
+
 def merge_norm_gate(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                     out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Fused `merge_norm_gate_ref` (same arguments and result). z may be a strided view (e.g. one half of in_proj's
@@ -74,16 +90,8 @@ def merge_norm_gate(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, 
     S, G, K, L, Di = slots.shape
     B = S * G
     assert z.shape[0] == B and z.shape[-1] == Di and z.numel() == B * L * Di, (z.shape, slots.shape)
-    slots = slots.contiguous()
-    z2 = z.reshape(B * L, Di)                     # a view for in_proj's half (rows 2*Di apart); copies otherwise
-    if z2.stride(-1) != 1:
-        z2 = z2.contiguous()
-    out = torch.empty((B * L, Di), device=slots.device, dtype=out_dtype or z.dtype)
-    BLOCK_D = triton.next_power_of_2(Di)
-    nw = 4 if BLOCK_D <= 1024 else 8
     LD = L * Di
-    _merge_norm_gate_kernel[(B * L,)](slots, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
-                                      float(eps), K * LD, Di, LD, K=K, BLOCK_D=BLOCK_D, num_warps=nw)
+    out = _epilogue(slots.contiguous(), K, B * L, L, Di, (K * LD, Di, LD), z, weight, bias, eps, out_dtype)
     return out.view(B, L, Di)
 
 
@@ -93,13 +101,5 @@ def norm_gate_pm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: t
     `style_states.states_readout_pm` writes): z (G, ..., Di) holding G rows of L tokens -> (G, L, Di)."""
     L, G, Di = y.shape
     assert z.shape[0] == G and z.shape[-1] == Di and z.numel() == G * L * Di, (z.shape, y.shape)
-    y = y.contiguous()
-    z2 = z.reshape(G * L, Di)
-    if z2.stride(-1) != 1:
-        z2 = z2.contiguous()
-    out = torch.empty((G * L, Di), device=y.device, dtype=out_dtype or z.dtype)
-    BLOCK_D = triton.next_power_of_2(Di)
-    nw = 4 if BLOCK_D <= 1024 else 8
-    _merge_norm_gate_kernel[(G * L,)](y, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
-                                      float(eps), Di, G * Di, 0, K=1, BLOCK_D=BLOCK_D, num_warps=nw)
+    out = _epilogue(y.contiguous(), 1, G * L, L, Di, (Di, G * Di, 0), z, weight, bias, eps, out_dtype)
     return out.view(G, L, Di)

@@ -366,8 +366,13 @@ class Engine:
             from mambast_kernels import backend_for, fused_merge_enabled
             scan = backend_for(torch.empty(0, device=self.device))
             fused = scan == "triton" and fused_merge_enabled()
+            if fused:
+                from mambast_kernels.cross_scan_v2 import slot_dtype_for
+                slots = "bf16" if slot_dtype_for(self.dtype) == torch.bfloat16 else "fp32"
+            else:
+                slots = "fp32"
         except Exception:  # noqa: BLE001 - reported, not fatal
-            scan, fused = "unknown", False
+            scan, fused, slots = "unknown", False, "fp32"
         dev = self.device
         return {
             "mambast": __version__,
@@ -382,8 +387,7 @@ class Engine:
             # the scan switches a benchmark's numbers depend on (docs/cli.md): the decoder's stored style states and
             # the dtype of the direction slots
             "style_states": os.environ.get("MAMBAST_STYLE_STATES", "auto") if fused else "off",
-            "scan_slots": ("bf16" if fused and self.dtype == torch.bfloat16
-                           and os.environ.get("MAMBAST_SCAN_SLOTS", "bf16") == "bf16" else "fp32"),
+            "scan_slots": slots,
             "compile": self.compiled,
             "channels_last": self.channels_last,
             "cuda_graphs": self._graphs is not None,
