@@ -86,10 +86,10 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
         S, G, L, Di, N = C.shape[0], C.shape[1], u.shape[1], u.shape[2], A.shape[1]
         sdtype = slot_dtype_for(z.dtype)                     # the direction slots' dtype, and the stored states'
         if states_readout_wanted(S, G, L, Di, N, sdtype):
-            from .style_states import states_readout_pm, style_states
+            from .style_states import skip_term, states_matmul, style_states
 
             H = style_states(u, delta, A, B, delta_bias, h, w, dtype=sdtype)
-            return norm_gate_pm(states_readout_pm(H, C, u, D), z, weight, bias, eps, out_dtype=z.dtype)
+            return norm_gate_pm(states_matmul(H, C), z, weight, bias, eps, out_dtype=z.dtype, skip=skip_term(u, D))
         slots, _, _ = cross_scan_fwd_cl(u, delta, A, B, C, D, delta_bias, h, w, merge=False, slot_dtype=sdtype)
         return merge_norm_gate(slots, z, weight, bias, eps, out_dtype=z.dtype)
     y = cross_scan(u, delta, A, B, C, D, delta_bias, h, w, layout="cl")        # (S, G, L, Di) fp32
@@ -98,8 +98,11 @@ def scan_norm_gate(u, delta, A, B, C, D, delta_bias, h: int, w: int, z, weight, 
     return y * F.silu(z.reshape(S * G, L, Di))
 
 
-# Below this many contents on one style the in-loop readouts (cross_scan_v2's grouped form) are kept.
-STATES_MIN_G = 16
+# Below this many contents on one style the in-loop readouts (cross_scan_v2's grouped form) are kept: H200, session
+# 12 (segmented states kernel): 1.82x at 512² G2, 5.3x at G4; 1080p G2 0.95x, G4 2.16x.
+STATES_MIN_G = 2
+STATES_MIN_G_LONG = 4          # for sequences longer than STATES_SHORT_L tokens
+STATES_SHORT_L = 64 * 64
 # The stored states of one decoder layer may take at most this many bytes (1080p in bf16: 4.2 GB).
 STATES_MAX_BYTES = 5 << 30
 
@@ -107,8 +110,8 @@ STATES_MAX_BYTES = 5 << 30
 def states_readout_wanted(S: int, G: int, L: int, Di: int, N: int, states_dtype: torch.dtype) -> bool:
     """Whether a decoder scan of G contents on one style runs as stored style states + one batched matmul
     (`style_states.py`) instead of G readouts inside the scan loop: env MAMBAST_STYLE_STATES=1 whenever S = 1 and
-    G > 1, =0 never; by default (auto) for S = 1, G >= STATES_MIN_G and states (stored in `states_dtype`, the
-    direction slots' dtype) within STATES_MAX_BYTES."""
+    G > 1, =0 never; by default (auto) for S = 1, G >= STATES_MIN_G (STATES_MIN_G_LONG beyond STATES_SHORT_L
+    tokens) and states (stored in `states_dtype`, the direction slots' dtype) within STATES_MAX_BYTES."""
     from .style_states import states_bytes
 
     mode = os.environ.get("MAMBAST_STYLE_STATES", "auto")
@@ -116,7 +119,8 @@ def states_readout_wanted(S: int, G: int, L: int, Di: int, N: int, states_dtype:
         return False
     if mode == "1":
         return True
-    return G >= STATES_MIN_G and states_bytes(L, Di, N, states_dtype) <= STATES_MAX_BYTES
+    min_g = STATES_MIN_G if L <= STATES_SHORT_L else STATES_MIN_G_LONG
+    return G >= min_g and states_bytes(L, Di, N, states_dtype) <= STATES_MAX_BYTES
 
 
 def fused_block_enabled() -> bool:

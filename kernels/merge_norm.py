@@ -49,9 +49,9 @@ def _layer_norm_row(t, mask, w_ptr, b_ptr, offs, C, eps):
 
 
 @triton.jit
-def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
+def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr, skip_ptr,
                             L, Di, z_stride_row, eps, stride_sg, stride_t, stride_k,
-                            K: tl.constexpr, BLOCK_D: tl.constexpr):
+                            K: tl.constexpr, BLOCK_D: tl.constexpr, SKIP: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)          # token row r = (s*G + g) * L + t
     sg = row // L
     t = row % L
@@ -61,6 +61,8 @@ def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
     y = tl.load(base + offs, mask=mask, other=0.0).to(tl.float32)       # slots: fp32 or bf16, summed in fp32
     for k in tl.static_range(1, K):              # fixed order: deterministic
         y += tl.load(base + k * stride_k + offs, mask=mask, other=0.0).to(tl.float32)
+    if SKIP:                                     # a term shared by the G rows of token t: skip (L, Di) fp32
+        y += tl.load(skip_ptr + t * Di + offs, mask=mask, other=0.0)
     yn = _layer_norm_row(y, mask, w_ptr, b_ptr, offs, Di, eps)
     zz = tl.load(z_ptr + row * z_stride_row + offs, mask=mask, other=0.0).to(tl.float32)
     out = yn * (zz / (1.0 + tl.exp(-zz)))
@@ -68,18 +70,23 @@ def _merge_norm_gate_kernel(slots_ptr, z_ptr, w_ptr, b_ptr, out_ptr,
 
 
 def _epilogue(y: torch.Tensor, K: int, rows: int, L: int, Di: int, strides: tuple[int, int, int], z: torch.Tensor,
-              weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype | None) -> torch.Tensor:
+              weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype | None,
+              skip: torch.Tensor | None = None) -> torch.Tensor:
     """Launch the fused kernel over `rows` = B*L token rows of contiguous y, whose K slots of row (b, t) start at
     b*strides[0] + t*strides[1] + k*strides[2] -> (B*L, Di). z may be a strided view as long as each token's Di
-    values are contiguous (in_proj's half: rows 2*Di apart); it is copied otherwise."""
+    values are contiguous (in_proj's half: rows 2*Di apart); it is copied otherwise. skip (L, Di), if given, is
+    added to every row of token t before the LayerNorm (in fp32)."""
     z2 = z.reshape(rows, Di)
     if z2.stride(-1) != 1:
         z2 = z2.contiguous()
     out = torch.empty((rows, Di), device=y.device, dtype=out_dtype or z.dtype)
     BLOCK_D = triton.next_power_of_2(Di)
     nw = 4 if BLOCK_D <= 1024 else 8
-    _merge_norm_gate_kernel[(rows,)](y, z2, weight.contiguous(), bias.contiguous(), out, L, Di, z2.stride(0),
-                                     float(eps), *strides, K=K, BLOCK_D=BLOCK_D, num_warps=nw)
+    sk = y if skip is None else skip.float().contiguous()
+    assert skip is None or sk.shape == (L, Di), (sk.shape, L, Di)
+    _merge_norm_gate_kernel[(rows,)](y, z2, weight.contiguous(), bias.contiguous(), out, sk, L, Di, z2.stride(0),
+                                     float(eps), *strides, K=K, BLOCK_D=BLOCK_D, SKIP=skip is not None,
+                                     num_warps=nw)
     return out
 
 
@@ -96,10 +103,11 @@ def merge_norm_gate(slots: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, 
 
 
 def norm_gate_pm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
+                 out_dtype: torch.dtype | None = None, skip: torch.Tensor | None = None) -> torch.Tensor:
     """The same epilogue for an already merged scan output stored position-major, y (L, G, Di) (what
-    `style_states.states_readout_pm` writes): z (G, ..., Di) holding G rows of L tokens -> (G, L, Di)."""
+    `style_states.states_matmul` writes): z (G, ..., Di) holding G rows of L tokens -> (G, L, Di). skip (L, Di),
+    if given, is added to y[t, g] for every g first (the readout's Σ_k D_k u, `style_states.skip_term`)."""
     L, G, Di = y.shape
     assert z.shape[0] == G and z.shape[-1] == Di and z.numel() == G * L * Di, (z.shape, y.shape)
-    out = _epilogue(y.contiguous(), 1, G * L, L, Di, (Di, G * Di, 0), z, weight, bias, eps, out_dtype)
+    out = _epilogue(y.contiguous(), 1, G * L, L, Di, (Di, G * Di, 0), z, weight, bias, eps, out_dtype, skip)
     return out.view(G, L, Di)

@@ -56,6 +56,56 @@ def test_states_kernel_matches_reference(S, Di, N, h, w, BD):
 
 
 @needs_triton
+@pytest.mark.parametrize("segments,h,w", [(2, 3, 5), (3, 3, 5), (4, 4, 4), (15, 3, 5), (40, 2, 3)])
+def test_segmented_states_match_reference(segments, h, w):
+    """Each direction's sequence scanned in parallel parts (state pass, start states, store pass) gives the same
+    states as one recurrence: uneven last segments, one step a segment, and more segments asked than steps."""
+    from mambast_kernels.style_states import style_states, style_states_ref
+
+    S, Di, N = 2, 12, 4
+    u, delta, A, B, _, _, bias = _inputs(S, 1, Di, N, h, w, seed=11 + segments)
+    ref = style_states_ref(u.double(), delta.double(), A.double(), B.double(), bias.double(), h, w)
+    out = style_states(u, delta, A, B, bias, h, w, dtype=torch.float32, BD=8, segments=segments)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_states_segments_policy(monkeypatch):
+    from mambast_kernels.style_states import MIN_SEG_STEPS, states_segments
+
+    monkeypatch.delenv("MAMBAST_STATES_SEGMENTS", raising=False)
+    assert states_segments(1, 4096, 1024) == 32              # 128 one-warp programs -> 4096
+    assert states_segments(1, 32400, 1024) == 32
+    assert states_segments(1, 2 * MIN_SEG_STEPS, 1024) == 2  # short sequences: at least MIN_SEG_STEPS steps a part
+    assert states_segments(1, 100, 1024) == 1
+    assert states_segments(32, 4096, 1024) == 1              # enough programs without segments
+    monkeypatch.setenv("MAMBAST_STATES_SEGMENTS", "1")
+    assert states_segments(1, 32400, 1024) == 1
+
+
+@needs_triton
+def test_position_major_epilogue_with_skip_term():
+    """`norm_gate_pm(..., skip=)` adds the (L, Di) skip term to every content's row before the LayerNorm: the same
+    as adding it to y first (what `states_readout_pm` does), and the readout + skip equals the full readout."""
+    from mambast_kernels.merge_norm import merge_norm_gate_ref, norm_gate_pm
+    from mambast_kernels.style_states import skip_term, states_matmul, states_readout_pm, style_states_ref
+
+    u, delta, A, B, C, D, bias = _inputs(1, 3, 8, 4, 3, 5, seed=5)
+    H = style_states_ref(u, delta, A, B, bias, 3, 5)
+    torch.testing.assert_close(states_matmul(H, C) + skip_term(u, D)[:, None], states_readout_pm(H, C, u, D),
+                               rtol=1e-5, atol=1e-5)
+    L, G, Di = 15, 3, 8
+    y = states_matmul(H, C)
+    zz = torch.randn(G, L, 2 * Di, device=DEVICE)
+    z = zz[..., Di:]
+    wt, b = torch.randn(Di, device=DEVICE), torch.randn(Di, device=DEVICE)
+    full = states_readout_pm(H, C, u, D)
+    ref = merge_norm_gate_ref(full.permute(1, 0, 2)[None, :, None], z, wt, b, 1e-5)
+    out = norm_gate_pm(y, z, wt, b, 1e-5, skip=skip_term(u, D))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_triton
 def test_position_major_epilogue_matches_reference():
     from mambast_kernels.merge_norm import merge_norm_gate_ref, norm_gate_pm
 
@@ -101,7 +151,8 @@ def test_decoder_scan_norm_gate_same_through_both_forms(monkeypatch, zdtype):
 
 
 @pytest.mark.parametrize("env,S,G,L,expect", [
-    (None, 1, 64, 4096, True), (None, 1, 8, 4096, False), (None, 2, 64, 4096, False),
+    (None, 1, 64, 4096, True), (None, 1, 2, 4096, True), (None, 1, 1, 4096, False), (None, 2, 64, 4096, False),
+    (None, 1, 3, 32400, False), (None, 1, 4, 32400, True),        # 1080p: from 4 contents on
     (None, 1, 64, 129600, False),                       # 4K: the states would take 17 GB a layer
     ("1", 1, 2, 4096, True), ("1", 1, 1, 4096, False), ("0", 1, 64, 4096, False)])
 def test_states_readout_policy(monkeypatch, env, S, G, L, expect):
@@ -122,8 +173,8 @@ def test_model_with_stored_states_matches_reference_path(monkeypatch):
     from mambast_kernels import style_states
 
     calls = []
-    real = style_states.states_readout_pm
-    monkeypatch.setattr(style_states, "states_readout_pm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = style_states.states_matmul
+    monkeypatch.setattr(style_states, "states_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     model = MambaST(tiny_config()).eval().to(DEVICE)
     c, s = torch.rand(2, 3, 24, 40, device=DEVICE), torch.rand(1, 3, 32, 32, device=DEVICE)
