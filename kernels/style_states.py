@@ -6,14 +6,15 @@ In the ST-VSS decoder the recurrence reads only the style (u, Δ, B); the conten
     y_g[p] = Σ_k Σ_n C_g[k, n, p] · H[p, k, n] + Σ_k D_k · u[p]      (content g, grid position p)
 
 where H[p, k] is direction k's state right after the step that visits grid position p. So the states are computed
-once for all contents that share a style (`style_states`: one recurrence per channel, as in the scan, each step's
-state stored in grid order), and the G readouts become, per grid position, one (G × K·N) @ (K·N × Di) product: a
+once for all contents that share a style (`style_states`: the recurrence of each channel, scanned in P segments
+at once as the v2 scan's segmented form is, each step's state stored in grid order), and the G readouts become, per grid position, one (G × K·N) @ (K·N × Di) product: a
 batched matmul on the tensor cores, with the direction merge folded into its sum. The in-loop form (`cross_scan_v2`
 with G readouts) does the same readouts as G·N FMAs per channel and step on the CUDA cores; its time grows with G.
 
 Memory: H is L · K·N · Di values (bf16: 0.54 GB at 512², 4.2 GB at 1080p, per decoder layer), which is why the
-caller uses this form only when it fits (`states_bytes`). The outputs are written position-major, (L, G, Di), and
-`merge_norm.norm_gate_pm` applies the block's LayerNorm and gate to them.
+caller uses this form only when it fits (`states_bytes`). The products are written position-major, (L, G, Di)
+(`states_matmul`), and `merge_norm.norm_gate_pm` adds the skip term Σ_k D_k u (`skip_term`) and applies the block's
+LayerNorm and gate to them. Speeds and the reasons for each choice: kernels/SCAN_NOTES.md ("Stored style states").
 """
 from __future__ import annotations
 
