@@ -166,12 +166,16 @@ def test_states_readout_policy(monkeypatch, env, S, G, L, expect):
 
 
 @needs_triton
-def test_model_with_stored_states_matches_reference_path(monkeypatch):
+@pytest.mark.parametrize("segments", [None, "4"])
+def test_model_with_stored_states_matches_reference_path(monkeypatch, segments):
     """The whole tiny model (Triton scan, interpreter) with the decoder's stored-states form forced on equals the
-    PyTorch reference path: the decoder's three layers took it (2 contents on 1 style)."""
+    PyTorch reference path: the decoder's three layers took it (2 contents on 1 style), with the states scanned in
+    one part (the default at this tiny grid) and in 4."""
     from mambast_cli.model import MambaST, tiny_config
     from mambast_kernels import style_states
 
+    if segments:
+        monkeypatch.setenv("MAMBAST_STATES_SEGMENTS", segments)
     calls = []
     real = style_states.states_matmul
     monkeypatch.setattr(style_states, "states_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
