@@ -47,6 +47,9 @@ def test_model_with_fused_epilogue_matches_reference_path(monkeypatch):
         ref = model(c, s, seed=3)
         monkeypatch.setenv("MAMBAST_SCAN", "triton")
         monkeypatch.delenv("MAMBAST_FUSED_MERGE", raising=False)   # on by default
+        # the decoder's in-loop form (2 contents on a style take the stored states by default; that form's own model
+        # test is in test_style_states.py)
+        monkeypatch.setenv("MAMBAST_STYLE_STATES", "0")
         fused = model(c, s, seed=3)
     rel = ((fused - ref).norm() / ref.norm()).item()
     assert rel < 1e-4, rel
