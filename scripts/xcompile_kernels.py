@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -119,6 +120,14 @@ def main() -> int:
     for BD, pf in [(32, 0), (32, 1), (16, 1)]:
         rows.append((f"scan bwd BD={BD} warps=1 PF={pf}", _seq_bwd3_kernel, dict(zip(bwd_names, bwd_types)),
                      dict(N=16, BD=BD, BT=8, PF=pf), 1))
+    from mambast_kernels.style_states import _states_kernel
+
+    st_sig = dict(zip(["u_ptr", "dl_ptr", "A_ptr", "B_ptr", "bias_ptr", "st_ptr", "hs_ptr", "sdt_ptr",
+                       "Di", "L", "H", "W", "seg_len", "n_seg"],
+                      ["*bf16", "*bf16", "*fp32", "*bf16", "*fp32", "*bf16", "*fp32", "*fp32"] + ["i32"] * 6))
+    for seg in (0, 1, 2):     # session 12: one recurrence a channel, then the segments' state and store passes
+        rows.append((f"states SEG={seg} BD=32 warps=1", _states_kernel, dict(st_sig),
+                     dict(N=16, BD=32, SEG=seg, STORE=seg != 1), 1))
     norm_sig = lambda out: {"x_ptr": "*fp32", "y_ptr": "*bf16", "r_ptr": "*fp32", "s_ptr": "*fp32",  # noqa: E731
                             "w_ptr": "*fp32", "b_ptr": "*fp32", "out_ptr": out, "C": "i32", "eps": "fp32"}
     rows.append(("norm residual C=512", _row_norm_kernel, norm_sig("*fp32"),
@@ -137,7 +146,9 @@ def main() -> int:
             Path(a.dump).mkdir(parents=True, exist_ok=True)
             dump = str(Path(a.dump) / (re.sub(r"[^A-Za-z0-9=]+", "_", name).strip("_") + ".sass"))
         cap = cap[0] if cap else 0
-        print(f"  {name:55} {_compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass, cap, dump)}", flush=True)
+        t0 = time.perf_counter()
+        res = _compile(fn, dict(sig), dict(consts), nw, a.arch, a.sass, cap, dump)
+        print(f"  {name:55} {res} | {time.perf_counter() - t0:.1f} s to compile here", flush=True)
     return 0
 
 
