@@ -7,6 +7,9 @@
 #     2. the issue-3 row (encoder scan, 512² B8: 1.509 ms in session 10, target 1.1);
 #     3. engine rows (256/512/1024, 4K, 20 x 40 protocol).
 #   PART=F: the 512² folder (3000 pictures, GPU decoding), bundled weights (they may stay in the tree: no wheel).
+#   PART=T: training throughput at batch 8 / 16 / 32 per GPU (needs the EfficientNet wheel installed, as in the
+#           training calls): the step is latency-bound at batch 8 (the scan backward 46 % of it, session 2), so a
+#           larger batch may buy more pictures a device-minute for the long run issue 4 needs.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 ls .whl/av-*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-deps --no-index .whl/av-*.whl 2>&1 | tail -1
@@ -25,5 +28,9 @@ if [ "${PART:-H}" = H ]; then
 elif [ "$PART" = F ]; then
   timeout 170 python3 -m mambast_cli bench --no-engine-rows --folder 3000 --folder-size 512 --json > $OUT/folder_o.json 2>/dev/null
   python3 -c "import json; r=json.load(open('$OUT/folder_o.json'))['folder']; print({k: r.get(k) for k in ('wall_img_s', 'steady_img_s', 'warmup_s', 'batch_sizes', 'stages_s')})"
+elif [ "$PART" = T ]; then
+  for b in 8 16 32; do
+    timeout 150 python3 -m mambast_cli.train.bench_train --batch-size $b --steps 20 2>/dev/null | tail -1
+  done
 fi
 cp ~/.cache/mambast/cross_scan_tune.json $OUT/tune_o_part${PART:-H}.json 2>/dev/null
