@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from mambast_cli.engine.engine import Engine, psnr
+from mambast_cli.io.images import image_to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def _load(path: Path, size: int | None) -> torch.Tensor:
     im = Image.open(path).convert("RGB")
     if size:
         im = im.resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
+    return image_to_tensor(im)
 
 
 def main() -> None:
