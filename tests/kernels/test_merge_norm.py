@@ -31,29 +31,16 @@ def test_fused_matches_reference(S, G, L, Di, zdtype):
 
 
 @needs_triton
-def test_model_with_fused_epilogue_matches_reference_path(monkeypatch):
+def test_model_with_fused_epilogue_matches_reference_path(tiny_model_vs_reference):
     """The whole tiny model through the Triton scan (interpreter) with the fused epilogue equals the PyTorch path."""
-    from mambast_cli.model import MambaST, tiny_config
     from mambast_kernels import merge_norm
 
-    calls = []
-    real = merge_norm.merge_norm_gate
-    monkeypatch.setattr(merge_norm, "merge_norm_gate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    torch.manual_seed(0)
-    model = MambaST(tiny_config()).eval().to(DEVICE)
-    c, s = torch.rand(2, 3, 24, 40, device=DEVICE), torch.rand(1, 3, 32, 32, device=DEVICE)
-    with torch.no_grad():
-        monkeypatch.setenv("MAMBAST_SCAN", "ref")
-        ref = model(c, s, seed=3)
-        monkeypatch.setenv("MAMBAST_SCAN", "triton")
-        monkeypatch.delenv("MAMBAST_FUSED_MERGE", raising=False)   # on by default
-        # the decoder's in-loop form (2 contents on a style take the stored states by default; that form's own model
-        # test is in test_style_states.py)
-        monkeypatch.setenv("MAMBAST_STYLE_STATES", "0")
-        fused = model(c, s, seed=3)
-    rel = ((fused - ref).norm() / ref.norm()).item()
+    # the fused epilogue is on by default; the decoder keeps its in-loop form (2 contents on a style take the stored
+    # states by default; that form's own model test is in test_style_states.py)
+    rel, calls = tiny_model_vs_reference({"MAMBAST_FUSED_MERGE": None, "MAMBAST_STYLE_STATES": "0"},
+                                         merge_norm, "merge_norm_gate")
     assert rel < 1e-4, rel
-    assert len(calls) == 9          # every SS2D block took it: content and style encoders, decoder (3 layers each)
+    assert calls == 9          # every SS2D block took it: content and style encoders, decoder (3 layers each)
 
 
 @pytest.mark.parametrize("value,on", [(None, True), ("1", True), ("0", False)])

@@ -167,27 +167,13 @@ def test_states_readout_policy(monkeypatch, env, S, G, L, expect):
 
 @needs_triton
 @pytest.mark.parametrize("segments", [None, "4"])
-def test_model_with_stored_states_matches_reference_path(monkeypatch, segments):
+def test_model_with_stored_states_matches_reference_path(tiny_model_vs_reference, segments):
     """The whole tiny model (Triton scan, interpreter) with the decoder's stored-states form forced on equals the
     PyTorch reference path: the decoder's three layers took it (2 contents on 1 style), with the states scanned in
     one part (the default at this tiny grid) and in 4."""
-    from mambast_cli.model import MambaST, tiny_config
     from mambast_kernels import style_states
 
-    if segments:
-        monkeypatch.setenv("MAMBAST_STATES_SEGMENTS", segments)
-    calls = []
-    real = style_states.states_matmul
-    monkeypatch.setattr(style_states, "states_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
-    torch.manual_seed(0)
-    model = MambaST(tiny_config()).eval().to(DEVICE)
-    c, s = torch.rand(2, 3, 24, 40, device=DEVICE), torch.rand(1, 3, 32, 32, device=DEVICE)
-    with torch.no_grad():
-        monkeypatch.setenv("MAMBAST_SCAN", "ref")
-        ref = model(c, s, seed=3)
-        monkeypatch.setenv("MAMBAST_SCAN", "triton")
-        monkeypatch.setenv("MAMBAST_STYLE_STATES", "1")
-        out = model(c, s, seed=3)
-    rel = ((out - ref).norm() / ref.norm()).item()
+    rel, calls = tiny_model_vs_reference({"MAMBAST_STYLE_STATES": "1", "MAMBAST_STATES_SEGMENTS": segments},
+                                         style_states, "states_matmul")
     assert rel < 1e-4, rel
-    assert len(calls) == 3
+    assert calls == 3
