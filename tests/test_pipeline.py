@@ -77,6 +77,25 @@ def test_plan_output_folder_inside_input_folder_is_not_walked(tmp_path: Path, ma
     assert plan.n_done == 0 and plan.n_pending == 1
 
 
+def test_plan_walk_does_not_block_on_a_fifo_without_an_image_extension(tmp_path: Path, make_image: Any) -> None:
+    make_image("in/a.jpg")
+    fifo = tmp_path / "in" / "pipe"
+    os.mkfifo(fifo)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(plan_jobs([str(tmp_path / "in")], [str(tmp_path / "in")], tmp_path / "out")),
+                         daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock the sniffing open() so the thread can end, then fail
+        with open(fifo, "wb"):
+            pass
+        t.join(10)
+        pytest.fail("planning blocked on a FIFO in the input folder")
+    [plan] = got
+    assert [os.path.basename(c.display) for c in plan.contents] == ["a.jpg"]
+    assert [os.path.basename(st.display) for st in plan.styles] == ["a.jpg"]  # the style walk too
+
+
 def test_plan_globs_missing_inputs_and_duplicates(tmp_path: Path, make_image: Any) -> None:
     a = make_image("in/x/a.jpg")
     make_image("in/y/b.jpg")

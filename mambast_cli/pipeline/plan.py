@@ -181,6 +181,8 @@ def _glob_root(pattern: str) -> str:
 def _looks_like_image_file(path: str, name: str) -> bool:
     if os.path.splitext(name)[1].lower() in IMAGE_EXTS:
         return True
+    if not os.path.isfile(path):  # a FIFO, socket or device: opening it to sniff could block forever
+        return False
     try:
         with open(path, "rb") as f:
             return looks_like_image(f.read(16))
