@@ -270,6 +270,10 @@ def _read_stdin(null_separated: bool) -> tuple[list[str], bytes | None]:
         data = data.encode()
     if looks_like_image(data[:16]):
         return [], data
+    if not null_separated and b"\0" in data:  # no path holds a NUL: binary, not a list of paths
+        raise UsageError("stdin is not a list of paths (it holds NUL bytes) nor a picture in a format read from stdin",
+                         hint="stdin pictures must be JPEG, PNG, GIF, WebP, BMP, TIFF or JPEG 2000; give other files "
+                              "by name, or use -0 for NUL-separated paths")
     text = os.fsdecode(data) if data else ""
     sep = "\0" if null_separated else "\n"
     paths = [p.rstrip("\r") if not null_separated else p for p in text.split(sep)]

@@ -141,6 +141,20 @@ def test_stdin_image_to_stdout(folder: Path, fake_engine: Any) -> None:
     assert img.format == "PNG" and img.size == (40, 30)
 
 
+def test_stdin_binary_that_is_not_a_known_picture_is_a_usage_error(folder: Path, fake_engine: Any) -> None:
+    # a PPM (what `convert x.jpg ppm:-` pipes) is not among the stdin signatures: its bytes must not be taken as
+    # a list of paths, one "failed: <binary>: no such file" line per chunk between newline bytes
+    buf = io.BytesIO()
+    Image.open(folder / "in" / "p0.jpg").save(buf, "PPM")
+    data = buf.getvalue()
+    assert b"\0" in data
+    r = _invoke(["stylize", "-", "-s", str(folder / "style.png"), "-o", str(folder / "out")], input=data)
+    assert r.exit_code == 2, r.output
+    assert "failed:" not in r.stderr and len(r.stderr.splitlines()) == 1
+    assert "not a list of paths" in r.stderr
+    assert not (folder / "out").exists()
+
+
 def test_sheet(folder: Path, fake_engine: Any, make_image: Any) -> None:
     s2 = make_image("s2.jpg", color=(0, 200, 0))
     out = folder / "sheet.png"
