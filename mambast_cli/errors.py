@@ -36,6 +36,13 @@ class OutputError(MambastError):
     exit_code = 3
 
 
+class OutputPathError(MambastError):
+    """One output's own path is blocked (a file where its sub-folder goes, a folder at its name): only that item
+    fails, the run goes on (exit 1 at the end). Not an OutputError, which stops the run."""
+
+    exit_code = 1
+
+
 class InputError(MambastError):
     """An input file is unreadable or unsupported: recorded per item, the run goes on (exit 1 at the end)."""
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mambast_cli.errors import InputError, OutputError
+from mambast_cli.errors import InputError, OutputError, OutputPathError
 from mambast_cli.io import (
     clean_stale_parts,
     decode_image,
@@ -80,10 +80,15 @@ def test_write_atomic_creates_missing_folders_and_names_a_file_in_the_way(tmp_pa
     write_atomic(tmp_path / "a" / "b" / "x.jpg", b"deep")            # folders made on the first miss only
     assert (tmp_path / "a" / "b" / "x.jpg").read_bytes() == b"deep"
     (tmp_path / "blocker").write_bytes(b"")
-    with pytest.raises(OutputError, match="a file is in the way|Not a directory|File exists"):
+    # a path blocked for this output only fails this output (OutputPathError), it does not stop the run (OutputError)
+    with pytest.raises(OutputPathError, match="a file is in the way"):
         write_atomic(tmp_path / "blocker" / "x.jpg", b"data")
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputPathError, match="a file is in the way"):
         write_atomic(tmp_path / "blocker" / "sub" / "x.jpg", b"data")
+    (tmp_path / "dir.jpg").mkdir()
+    with pytest.raises(OutputPathError, match="a folder has that name"):
+        write_atomic(tmp_path / "dir.jpg", b"data")
+    assert [p.name for p in tmp_path.iterdir() if ".part-" in p.name] == []
 
 
 def test_write_atomic_draws_another_temporary_name_on_a_clash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -331,6 +331,25 @@ def test_output_folder_not_writable_stops_at_once(tmp_path: Path, make_image: An
     assert list(out.iterdir()) == []
 
 
+def test_a_path_blocked_for_one_output_fails_only_that_output(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg", "sub/d.jpg"):
+        make_image(f"in/{name}")
+    s = make_image("s.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_bytes(b"a stray file where the mirrored sub-folder goes")
+    (out / "b__s.jpg").mkdir()  # a folder at an output's name (redone with --overwrite)
+    r = CliRunner().invoke(app, ["stylize", str(tmp_path / "in"), "-s", str(s), "-o", str(out), "--overwrite",
+                                 "--json"])
+    assert r.exit_code == 1, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[-1]["event"] == "summary" and events[-1]["ok"] == 1 and events[-1]["failed"] == 3
+    assert (out / "a__s.jpg").is_file() and (out / "b__s.jpg").is_dir()
+    fails = [line for line in r.stderr.splitlines() if line.startswith("failed:")]
+    assert len(fails) == 3 and sum("a file is in the way" in f for f in fails) == 2
+    assert not [p for p in out.rglob("*") if ".part-" in p.name]
+
+
 # -- unsafe checkpoints ----------------------------------------------------------------------------------------------
 class _Mkdir:
     """A pickle payload: unpickling it creates a folder (proves code ran)."""

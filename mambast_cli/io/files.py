@@ -10,7 +10,8 @@ Invariants:
 - Names built by :func:`safe_component` / :func:`output_name` cannot leave the output folder: no ``/``, ``\\``,
   NUL, control characters or newlines, never ``.``/``..``, never a leading dot, at most 200 bytes.
 - Any OSError while writing (ENOSPC, EROFS, EACCES, ...) is an OutputError: the output location is unusable, so
-  the run stops rather than failing every item the same way.
+  the run stops rather than failing every item the same way. The exception is a path blocked for one output only
+  (a file where its sub-folder goes, a folder at its name): an OutputPathError, which fails that item alone.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import random
 import shutil
 from pathlib import Path
 
-from mambast_cli.errors import OutputError
+from mambast_cli.errors import OutputError, OutputPathError
 
 PART_MARKER = ".part-"
 _PART_RE = re.compile(r"^\..+\.part-(\d+)-[0-9a-f]{8}$")
@@ -140,7 +141,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
         try:
             fd = os.open(tmp, flags, 0o666)
         except (FileNotFoundError, NotADirectoryError):   # the folder is missing (or a file is in its way)
-            ensure_dir(parent)                            # creates it, or raises the clear OutputError
+            _make_parent(parent)                          # creates it, or raises the clear error
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:                           # a temporary name already taken: draw another
             tmp = temp_path(final)
@@ -160,10 +161,24 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
         os.replace(tmp, final)
     except OSError as e:
         _unlink_quietly(tmp)
+        if isinstance(e, IsADirectoryError):  # a folder has this output's name (--overwrite): this item only
+            raise OutputPathError(f"cannot write {final}: a folder has that name") from e
         raise _output_error("write", final, e) from e
     except BaseException:  # KeyboardInterrupt mid-write: never leave the temporary behind
         _unlink_quietly(tmp)
         raise
+
+
+def _make_parent(parent: str) -> None:
+    """Create an output's folder. A file in its way fails only the outputs below it (OutputPathError); any other
+    OSError (read-only, permissions, full disk) is an OutputError."""
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputPathError(f"cannot create folder {parent}: a file is in the way",
+                              hint="move that file, or choose another -o") from None
+    except OSError as e:
+        raise _output_error("create folder", parent, e) from e
 
 
 def temp_path(final: str | os.PathLike[str]) -> str:
