@@ -454,6 +454,10 @@ def sheet(
         fmt = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}.get(output.suffix.lower())
         if fmt is None:
             raise UsageError(f"cannot tell the sheet's format from {output.name!r}", hint="end -o with .png, .jpg or .webp")
+        out_real = os.path.realpath(output)
+        for src in (*contents, *style):
+            if os.path.realpath(src) == out_real:
+                raise UsageError(f"-o {os.fspath(output)} would overwrite the input {src}", hint="choose another -o")
         engine = create_engine(weights=os.fspath(weights) if weights else None, device=device, precision=precision.value, seed=seed)
         opts = RunOptions(size=size, max_side=max_side, style_size=style_size, alpha=alpha, preserve_color=preserve_color,
                           max_pixels=max_pixels)

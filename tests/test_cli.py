@@ -168,6 +168,19 @@ def test_sheet(folder: Path, fake_engine: Any, make_image: Any) -> None:
     assert r.exit_code == 1 and "broken.jpg" in r.stderr
 
 
+def test_sheet_never_overwrites_one_of_its_inputs(folder: Path, fake_engine: Any, make_image: Any) -> None:
+    content = folder / "in" / "p0.jpg"
+    style_jpg = make_image("s.jpg", color=(0, 200, 0))
+    link = folder / "link.jpg"
+    link.symlink_to(content)
+    for given, target, name in ((content, style_jpg, "s.jpg"), (content, content, "p0.jpg"), (link, content, "link.jpg")):
+        before = {p: p.read_bytes() for p in (content, style_jpg)}
+        r = _invoke(["sheet", str(given), "-s", str(style_jpg), "-o", str(target), "--cell", "32", "--size", "32"])
+        assert r.exit_code == 2, r.output
+        assert "would overwrite" in r.stderr and name in r.stderr
+        assert {p: p.read_bytes() for p in (content, style_jpg)} == before
+
+
 def test_info(fake_engine: Any) -> None:
     r = _invoke(["info", "--json"])
     assert r.exit_code == 0
