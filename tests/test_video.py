@@ -292,6 +292,18 @@ def test_plan_rules(tmp_path: Path) -> None:
         plan_jobs([a], "art.jpg", VideoOptions(output=str(tmp_path / "o.xyz")))
 
 
+def test_folder_expansion_skips_earlier_outputs_next_to_their_inputs(tmp_path: Path) -> None:
+    from mambast_cli.video.run import expand_inputs
+
+    d = tmp_path / "shots"
+    d.mkdir()
+    for name in ("a.mp4", "a__art.mp4", "a__art__art.mkv", "a__wave_2.mp4", "b__c.mp4", "notes.txt"):
+        (d / name).write_bytes(b"x")
+    # outputs of any style are outputs; b__c.mp4 has no b.* beside it, so it is a video of its own
+    assert [os.path.basename(f) for f in expand_inputs([str(d)])] == ["a.mp4", "b__c.mp4"]
+    assert expand_inputs([str(d / "a__art.mp4")]) == [str(d / "a__art.mp4")]  # a file you name is always tried
+
+
 # ------------------------------------------------------------------------------------------------ the command
 def _app(engine, monkeypatch) -> typer.Typer:
     import mambast_cli.pipeline as pipeline

@@ -131,7 +131,9 @@ def _output_name(stem: str, style_stem: str, ext: str, dedup: int) -> str:
 
 
 def expand_inputs(inputs: list[str | os.PathLike[str]]) -> list[str]:
-    """Files as given; folders replaced by the video files directly inside them (sorted, hidden ones skipped).
+    """Files as given; folders replaced by the video files directly inside them (sorted, hidden ones skipped, and
+    so are earlier outputs: a ``{stem}__{style}...`` file next to a video named ``{stem}``, so that rerunning a
+    folder without ``-o``, whose outputs go next to the inputs, never stylizes them again).
 
     Args:
         inputs: paths from the command line.
@@ -142,10 +144,14 @@ def expand_inputs(inputs: list[str | os.PathLike[str]]) -> list[str]:
     out: list[str] = []
     for p in map(os.fspath, inputs):
         if os.path.isdir(p):
-            for name in sorted(os.listdir(p)):
-                q = os.path.join(p, name)
-                if not name.startswith(".") and Path(name).suffix.lower() in vio.VIDEO_EXTENSIONS and os.path.isfile(q):
-                    out.append(q)
+            names = [n for n in sorted(os.listdir(p)) if not n.startswith(".")
+                     and Path(n).suffix.lower() in vio.VIDEO_EXTENSIONS and os.path.isfile(os.path.join(p, n))]
+            stems = {_safe(Path(n).stem) for n in names}
+            for name in names:
+                parts = Path(name).stem.split("__")
+                if any("__".join(parts[:k]) in stems for k in range(1, len(parts))):
+                    continue  # {stem}__{style}: an earlier run's output next to its input (the default -o)
+                out.append(os.path.join(p, name))
         else:
             out.append(p)
     return out
