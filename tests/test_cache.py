@@ -145,8 +145,9 @@ def test_file_key(tmp_path):
 
 
 def test_loose_or_foreign_cache_folder(tmp_path, monkeypatch):
-    """An existing cache folder open to others is made 0700 (it is this user's); one owned by another user is not
-    used at all (entries could be planted there): gets miss, puts are skipped, and `problem` says why."""
+    """The cache root is the user's and never modified; mambast's own `styles` folder open to others is made 0700;
+    a root owned by another user, or writable by others without the sticky bit, is not used at all (entries could
+    be planted there): gets miss, puts are skipped, and `problem` says why."""
     import os
     import stat
 
@@ -156,12 +157,21 @@ def test_loose_or_foreign_cache_folder(tmp_path, monkeypatch):
 
     root = tmp_path / "c"
     (root / "styles").mkdir(parents=True)
-    os.chmod(root, 0o777)
+    os.chmod(root, 0o755)
     os.chmod(root / "styles", 0o775)
     dc = DiskCache(root)
     assert dc.usable() and dc.problem is None
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700 and stat.S_IMODE((root / "styles").stat().st_mode) == 0o700
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755 and stat.S_IMODE((root / "styles").stat().st_mode) == 0o700
     assert dc.put("ab" * 32, {"x": torch.ones(3)}) and dc.get("ab" * 32) is not None
+
+    os.chmod(root, 0o777)                                     # anyone may rename `styles` away and plant another
+    loose = DiskCache(root)
+    assert not loose.usable() and "writable by other users" in (loose.problem or "")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o777
+    os.chmod(root, 0o1777)                                    # a shared folder like /tmp: fine, and left as it is
+    assert DiskCache(root).usable()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o1777
+    os.chmod(root, 0o700)
 
     real_uid = os.getuid()
     monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)   # as if the folder belonged to someone else
@@ -169,3 +179,22 @@ def test_loose_or_foreign_cache_folder(tmp_path, monkeypatch):
     assert not other.usable() and "another user" in (other.problem or "")
     assert other.get("ab" * 32) is None and not other.put("cd" * 32, {"x": torch.ones(3)})
     assert not (root / "styles" / ("cd" * 32 + ".safetensors")).exists()
+
+
+def test_cache_root_that_is_a_file_is_left_alone(tmp_path):
+    """MAMBAST_CACHE_DIR pointing at a file (a typo, a picture): the disk cache is off and the file keeps its mode
+    (it used to be chmod'ed 0700)."""
+    import os
+    import stat
+
+    import torch
+
+    from mambast_cli.engine.cache import DiskCache
+
+    f = tmp_path / "v.jpg"
+    f.write_bytes(b"not a folder")
+    os.chmod(f, 0o644)
+    dc = DiskCache(f)
+    assert not dc.usable() and "not a folder" in (dc.problem or "")
+    assert not dc.put("ab" * 32, {"x": torch.ones(3)}) and dc.get("ab" * 32) is None
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644 and f.read_bytes() == b"not a folder"

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -283,10 +284,13 @@ class DiskCache:
     def usable(self) -> bool:
         """Whether the cache folders may be trusted, checked once per process.
 
-        A folder that exists must belong to this user; if it is group- or world-accessible it is made 0700 (it is
-        this user's cache). A folder owned by someone else is not used at all (someone could plant entries in it):
-        the run goes on with the in-memory cache only, and `problem` says why. Folders that do not exist yet are
-        fine (they are created 0700 on the first write)."""
+        The root (`MAMBAST_CACHE_DIR` or the default) is the user's folder and is never modified: it must be a
+        folder of this user's that other users cannot write to (a shared folder with the sticky bit, like /tmp, is
+        fine). The entries' own folder (`<root>/styles`) is mambast's: it must belong to this user and is made 0700
+        if it is group- or world-accessible. Anything else (a file, a folder of someone else's, a root others can
+        write to) turns the disk cache off for the run: someone could plant entries. The run goes on with the
+        in-memory cache only, and `problem` says why. Folders that do not exist yet are fine (they are created 0700
+        on the first write)."""
         if self._checked:
             return self.problem is None
         self._checked = True
@@ -300,10 +304,18 @@ class DiskCache:
             except OSError as e:
                 self.problem = f"cache folder {d} is unreadable ({e.strerror}): disk cache off"
                 return False
+            if not stat.S_ISDIR(st.st_mode):
+                self.problem = f"cache folder {d} is not a folder: disk cache off (set MAMBAST_CACHE_DIR)"
+                return False
             if st.st_uid != os.getuid():
                 self.problem = f"cache folder {d} belongs to another user: disk cache off (set MAMBAST_CACHE_DIR)"
                 return False
-            if st.st_mode & 0o077:
+            if d == self.root:
+                if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                    self.problem = (f"cache folder {d} is writable by other users: disk cache off "
+                                    "(make it private, or set MAMBAST_CACHE_DIR)")
+                    return False
+            elif st.st_mode & 0o077:
                 try:
                     os.chmod(d, 0o700)
                 except OSError as e:
