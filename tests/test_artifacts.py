@@ -41,3 +41,44 @@ def test_shapes_must_match():
     out, content = _pair()
     with pytest.raises(ValueError):
         artifact_scores(out[:, :, :64], content)
+
+
+def test_grid_penalty_is_the_grid_ratio_and_gradient_steps_remove_a_grid():
+    """grid_penalty has grid_ratio's value, and descending its gradient takes exactly the painted patch grid out of
+    an output (all of the grid's power sits at the period's harmonics, where the gradient acts; only its mean, the
+    spectrum's (0, 0) term, stays), leaving the rest of the residual (the texture) as it was."""
+    from mambast_cli.train.artifacts import grid_penalty
+
+    out, content = _pair(3, h=64, w=80)
+    grid = torch.zeros(out.shape[-2:])
+    grid[::8, :] += 0.04
+    grid[:, ::8] += 0.04
+    x = (out + grid).requires_grad_(True)
+    p0 = float(grid_penalty(x.detach(), content))
+    assert abs(p0 - artifact_scores(x.detach(), content)["grid_ratio"]) < 1e-3 * p0
+    for _ in range(40):
+        x.grad = None
+        grid_penalty(x, content).backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        with torch.no_grad():                     # steps of a fixed length (the raw gradient's scale is arbitrary)
+            x -= 0.05 * float(grid.norm()) * x.grad / x.grad.norm()
+    p1 = float(grid_penalty(x.detach(), content))
+    assert p1 < 0.05 * p0 and p1 < float(grid_penalty(out, content)), (p0, p1)
+    def luma(t: torch.Tensor) -> torch.Tensor:                 # the penalty sees (and moves) the luma only
+        return 0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2]
+
+    left = (luma(x.detach()) - luma(out) - grid.mean()).abs().mean()   # the rest: the noise's own harmonics
+    assert float(left) < 0.5 * float((grid - grid.mean()).abs().mean()), float(left)
+    moved = artifact_scores(x.detach().clamp(0, 1), (out + grid).clamp(0, 1))["grid_ratio"]
+    assert moved > 100, moved                          # what changed is all at the period's harmonics
+
+
+def test_grid_penalty_ignores_the_reference_gradient_and_checks_shapes():
+    from mambast_cli.train.artifacts import grid_penalty
+
+    out, content = _pair(4)
+    c = content.clone().requires_grad_(True)
+    grid_penalty(out.clone().requires_grad_(True), c).backward()
+    assert c.grad is None
+    with pytest.raises(ValueError):
+        grid_penalty(out[:, :, :64], content)

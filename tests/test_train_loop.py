@@ -293,3 +293,17 @@ def test_resume_beats_init_weights(folders: tuple[Path, Path], tmp_path: Path) -
     assert events[1]["event"] == "note" and "ignored" in events[1]["text"] and missing in events[1]["text"]
     assert events[2]["event"] == "start" and events[2]["step"] == 2 and events[2]["init_weights"] is None
     assert [e["step"] for e in events if e["event"] == "log"] == [3]
+
+
+def test_grid_weight_in_the_loop(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    """--grid-weight trains with the patch-grid term (logged as "grid"); validation reports the grid score of the
+    model's outputs whatever the weight."""
+    import math
+
+    events: list[dict] = []
+    loss = LossConfig(content_taps=("block4",), style_taps=("block0", "block2"), grid_weight=1.0)
+    train(_cfg(folders, tmp_path / "run", steps=2, loss=loss), loss_net=tiny_loss_net(), on_event=events.append)
+    logs = [e for e in events if e["event"] == "log"]
+    vals = [e for e in events if e["event"] == "val"]
+    assert logs and all(math.isfinite(e["grid"]) and e["grid"] > 0 for e in logs)
+    assert vals and all(math.isfinite(v[k]["grid"]) for v in vals for k in ("model", "identity", "color_transfer"))

@@ -110,3 +110,23 @@ def test_losses_shapes_and_baseline(lite0: EfficientNetLite) -> None:
     mc, sc = mean_std(ct)
     ms, ss = mean_std(s)
     torch.testing.assert_close(mc, ms, atol=0.05, rtol=0)   # clamping perturbs it slightly
+
+
+def test_grid_term_adds_to_the_total(lite0: EfficientNetLite) -> None:
+    """--grid-weight: the patch-grid penalty of Ics and Icc against the content joins the total with its weight and
+    sends a gradient to both outputs."""
+    from mambast_cli.train.artifacts import grid_penalty
+
+    net = load_loss_net("effnet-lite0")
+    g = torch.Generator().manual_seed(2)
+    c, s = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    ics = (c + 0.1 * torch.rand(2, 3, 32, 32, generator=g)).requires_grad_(True)
+    icc = (c + 0.05 * torch.rand(2, 3, 32, 32, generator=g)).requires_grad_(True)
+    base = StyleLosses(net, LossConfig())(ics, icc, s, c, s)
+    r = StyleLosses(net, LossConfig(grid_weight=2.0))(ics, icc, s, c, s)
+    assert "grid" not in base and set(r) == {"total", "content", "style", "id1", "id2", "grid"}
+    expect = grid_penalty(ics, c) + grid_penalty(icc, c)
+    torch.testing.assert_close(r["grid"], expect)
+    torch.testing.assert_close(r["total"], base["total"] + 2.0 * expect)
+    (r["total"] - base["total"]).backward()
+    assert ics.grad is not None and icc.grad is not None and ics.grad.abs().sum() > 0 and icc.grad.abs().sum() > 0

@@ -22,7 +22,7 @@ def _fmt(v: Any) -> str:
 class _Renderer:
     """Turns loop events into terminal output: a rich progress bar on a TTY, plain lines otherwise."""
 
-    LOSS_KEYS = ("total", "content", "style", "id1", "id2", "color")
+    LOSS_KEYS = ("total", "content", "style", "id1", "id2", "color", "grid")
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -57,6 +57,7 @@ class _Renderer:
                 self._line(f"step {e['step']}/{e['steps']} {desc}" + (f" mem={e['mem_gb']:.1f}GB" if "mem_gb" in e else ""))
         elif kind == "val":
             parts = [f"{name}: content={e[name]['content']:.4g} style={e[name]['style']:.4g}"
+                     + (f" grid={e[name]['grid']:.3g}" if "grid" in e[name] else "")
                      for name in ("model", "identity", "content_image", "color_transfer") if name in e]
             self._line(f"val @ {e['step']}: " + " | ".join(parts))
         elif kind in ("sample", "ckpt"):
@@ -115,6 +116,7 @@ def train_command(
     id1_weight: Annotated[float, typer.Option(help="Weight of identity loss 1, pixel MSE (paper 70).")] = 70.0,
     id2_weight: Annotated[float, typer.Option(help="Weight of identity loss 2, feature MSE (paper 1).")] = 1.0,
     color_weight: Annotated[float, typer.Option(help="Weight of a pixel mean/std colour term (0 = off, the paper).")] = 0.0,
+    grid_weight: Annotated[float, typer.Option(help="Weight of a patch-grid term: the residual's power at the 8-px patch period in the stylised and identity outputs (0 = off, the paper; MODEL.md, known limits).")] = 0.0,
     style_taps: Annotated[Optional[str], typer.Option(help="Comma-separated style taps (default effnet block0-5,7; vgg relu1_1..5_1).")] = None,
     content_taps: Annotated[Optional[str], typer.Option(help="Comma-separated content taps (default effnet block10; vgg relu4_1,relu5_1).")] = None,
     aug_multiscale: Annotated[int, typer.Option(help="Style crops from short sides up to this many px (0 = off, else e.g. 448).")] = 0,
@@ -145,7 +147,7 @@ def train_command(
             fuse_passes=fuse_passes, crop=crop, scale_max=scale_max,
             loss=LossConfig(content_taps=taps(content_taps), style_taps=taps(style_taps),
                             content_weight=content_weight, style_weight=style_weight, id1_weight=id1_weight,
-                            id2_weight=id2_weight, color_weight=color_weight),
+                            id2_weight=id2_weight, color_weight=color_weight, grid_weight=grid_weight),
             aug=StyleAug(multiscale_max=aug_multiscale, rot90=aug_rot90, hue=aug_hue, gray=aug_gray),
         )
         renderer = _Renderer()

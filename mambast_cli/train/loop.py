@@ -46,6 +46,7 @@ import torch
 
 from mambast_cli.errors import DeviceError, OutputError, UsageError, WeightsError
 from mambast_cli.model import MambaST, MambaSTConfig, StyleBlockTensors, StyleState, tiny_config
+from mambast_cli.train.artifacts import artifact_scores
 from mambast_cli.train.data import CropDataset, StyleAug, center_crop_tensor, infinite_loader, list_images, split_holdout
 from mambast_cli.train.losses import LossConfig, StyleLosses, color_transfer
 from mambast_cli.train.lossnet import FrozenFeatures, load_loss_net
@@ -375,7 +376,8 @@ class Validator:
             c = self.c[i:i + bs].to(self.device)
             s = self.s[i:i + bs].to(self.device)
             out = fn(c, s).float()
-            r = self.losses.content_style(out, c, s)
+            r = {**self.losses.content_style(out, c, s),
+                 "grid": artifact_scores(out.clamp(0, 1), c.float())["grid_ratio"]}
             for k, v in r.items():
                 tot[k] = tot.get(k, 0.0) + float(v) * c.shape[0] / n
         w = self.losses.cfg

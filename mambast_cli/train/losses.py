@@ -12,7 +12,8 @@ EfficientNet-Lite0 defaults (training notes): style on block0–5 and block7 (st
 (stride 16), identity2 on the union of those taps; each style layer's term is divided by the mean square of
 the style image's own statistics (detached) so that every layer weighs about the same ("style_norm"), and
 identity2 likewise by the target features' mean square ("id2_norm").
-An optional colour term matches per-channel pixel mean/std of Ics to Is.
+An optional colour term matches per-channel pixel mean/std of Ics to Is; an optional patch-grid term penalises the
+residual's power at the 8-px patch period (`artifacts.grid_penalty`) in Ics and Icc.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mambast_cli.train.artifacts import grid_penalty
 from mambast_cli.train.lossnet import VGG_TAPS, FrozenFeatures
 
 EFFNET_STYLE_TAPS: tuple[str, ...] = ("block0", "block1", "block2", "block3", "block4", "block5", "block7")
@@ -40,6 +42,8 @@ class LossConfig:
         id2_norm: divide each identity-2 layer's MSE by the target features' mean square (detached), so raw
             feature scale does not decide the balance (default: on for EfficientNet, off for VGG = the paper).
         color_weight: weight of the pixel-space per-channel mean/std term (0 = off, the paper).
+        grid_weight: weight of the patch-grid term (0 = off, the paper): `artifacts.grid_penalty` of the stylised
+            output and of the content's identity pass, each against the content (the 8-px mesh MODEL.md describes).
     """
 
     content_taps: tuple[str, ...] | None = None
@@ -52,6 +56,7 @@ class LossConfig:
     style_norm: bool | None = None
     id2_norm: bool | None = None
     color_weight: float = 0.0
+    grid_weight: float = 0.0
 
     def resolved(self, net: FrozenFeatures) -> "LossConfig":
         """A copy with the network's default taps and normalisation filled in."""
@@ -62,7 +67,7 @@ class LossConfig:
         norm = (not vgg) if self.style_norm is None else self.style_norm
         id2n = (not vgg) if self.id2_norm is None else self.id2_norm
         return LossConfig(tuple(c), tuple(s), tuple(i), self.content_weight, self.style_weight, self.id1_weight,
-                          self.id2_weight, norm, id2n, self.color_weight)
+                          self.id2_weight, norm, id2n, self.color_weight, self.grid_weight)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (for checkpoints and logs)."""
@@ -163,7 +168,7 @@ class StyleLosses(torch.nn.Module):
             ics: stylised outputs (B,3,H,W); icc / iss: identity reconstructions of content / style.
             content, style: the inputs (B,3,H,W) in [0,1].
         Returns:
-            dict with "total", "content", "style", "id1", "id2" (and "color" when enabled); fp32 scalars.
+            dict with "total", "content", "style", "id1", "id2" (and "color", "grid" when enabled); fp32 scalars.
         """
         c = self.cfg
         B = content.shape[0]
@@ -186,6 +191,9 @@ class StyleLosses(torch.nn.Module):
         if c.color_weight > 0:
             res["color"] = color_term(ics, style)
             total = total + c.color_weight * res["color"]
+        if c.grid_weight > 0:
+            res["grid"] = grid_penalty(ics, content) + grid_penalty(icc, content)
+            total = total + c.grid_weight * res["grid"]
         res["total"] = total
         return res
 
