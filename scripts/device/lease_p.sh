@@ -5,6 +5,8 @@
 #          per GPU, one size per GPU at once (random weights, 20 timed steps): /tmp/bt_B.json.
 #   PART=L (bundled weights back in the tree): starts one DDP run on GPUs 0-3 from the bundled weights, batch per GPU
 #          16 if that size gave >= 1.2x the pictures a second of batch 8, else 8; time-based cosine LR over $TL minutes.
+#          Session 13 ran it as PART=L TL=22 (run p_a). Options for the next: INIT (start weights, default the bundle),
+#          GRID=W adds --grid-weight W (the patch-grid penalty, untried on a GPU: watch "grid" in the val lines).
 #   PART=F (after training): the 512² folder (3,000 pictures) twice in fresh processes, first with empty Triton and
 #          tuning caches (a fresh machine's warm-up, 15.2 s in session 12 against 3.7 s in session 11), then warm.
 # Watching and evaluating: scripts/device/train_runs_watch.sh with RUNS="$NAME:36:70".
@@ -26,7 +28,7 @@ if [ "${PART:-S}" = S ]; then
   for b in 8 16 32; do cat /tmp/bt_$b.json; cp /tmp/bt_$b.json $OUT/; done
 elif [ "$PART" = L ]; then
   python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
-  mkdir -p /tmp/wt runs/$NAME && cp mambast_cli/weights/default.safetensors /tmp/wt/ && sha256sum /tmp/wt/default.safetensors
+  mkdir -p /tmp/wt runs/$NAME && cp ${INIT:-mambast_cli/weights/default.safetensors} /tmp/wt/default.safetensors && sha256sum /tmp/wt/default.safetensors
   B=$(python3 - <<'PY'
 import json
 def rate(b):
@@ -41,7 +43,7 @@ PY
   CUDA_VISIBLE_DEVICES=0,1,2,3 MAMBAST_TUNE_CACHE=/tmp/tune_$NAME.json setsid nohup torchrun --standalone --nproc_per_node=4 \
     -m mambast_cli.train --content /tmp/train/content --style /tmp/train/style --out runs/$NAME \
     --init-weights /tmp/wt/default.safetensors --steps 100000 --batch-size $B --lr ${LR:-2e-4} --warmup 300 \
-    --lr-schedule time --time-limit ${TL:-22} --content-weight ${CW:-36} --id1-weight 70 --ema 0.999 \
+    --lr-schedule time --time-limit ${TL:-22} --content-weight ${CW:-36} --id1-weight 70 --ema 0.999 ${GRID:+--grid-weight $GRID} \
     --val-every 1000 --sample-every 1000 --ckpt-every 2000 --log-every 50 --export-shards --workers 6 \
     --aug-rot90 --aug-hue 0.3 --aug-gray 0.1 --aug-multiscale 400 > runs/$NAME/stdout.log 2>&1 < /dev/null &
   sleep ${WAIT:-75}
