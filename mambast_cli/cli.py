@@ -572,8 +572,8 @@ def cache_ls(json_out: JsonOpt = False) -> None:
         d = e if isinstance(e, dict) else getattr(e, "__dict__", {"entry": str(e)})
         if json_out:
             _json_line({k: (os.fspath(v) if isinstance(v, Path) else v) for k, v in d.items()})
-        else:
-            console.print("  ".join(f"{k}={_human_bytes(v) if k in ('size', 'bytes') else v}" for k, v in d.items()), markup=False)
+        else:  # the listing is the command's output (stdout, like `cache size`); the count is a note (stderr)
+            typer.echo("  ".join(f"{k}={_human_bytes(v) if k in ('size', 'bytes') else v}" for k, v in d.items()))
     if not json_out:
         console.print(f"{len(entries)} entries", markup=False)
 

@@ -208,6 +208,9 @@ def test_cache_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert r.exit_code == 0 and json.loads(r.stdout)["bytes"] == 110
     r = _invoke(["cache", "ls", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout.splitlines()[0])["key"] == "abc"
+    r = _invoke(["cache", "ls"])                        # text: one line an entry on stdout, the count on stderr
+    assert r.exit_code == 0 and r.stdout.startswith("key=abc") and len(r.stdout.splitlines()) == 1
+    assert "1 entries" in r.stderr
     assert _invoke(["cache", "clear"]).exit_code == 0
     assert json.loads(_invoke(["cache", "size", "--json"]).stdout)["bytes"] == 0
 
