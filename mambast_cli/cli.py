@@ -5,7 +5,7 @@ carries only machine output (``--json`` NDJSON events, or the picture bytes with
 model are imported inside command bodies, so ``mambast --version`` and ``--help`` stay instant.
 
 Exit codes: 0 all done (or skipped because done), 1 some items failed, 2 usage error, 3 could not start
-(weights, device, output folder), 130 interrupted.
+(weights, device, output folder), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (the same clean stop).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, NoReturn, Optional
 import typer
 
 from mambast_cli import __version__
-from mambast_cli.errors import MambastError, OutputError, UsageError
+from mambast_cli.errors import MambastError, OutputError, UsageError, interrupt_exit_code, stop_on_sigterm
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -250,7 +250,7 @@ def auto_workers(device: str, n_jobs: int) -> str | None:
 
 def _exit_code(report: "Report") -> int:
     if report.interrupted:
-        return 130
+        return interrupt_exit_code()
     return 0 if report.failed == 0 else 1
 
 
@@ -648,4 +648,5 @@ def main() -> None:
     if argv and argv[0] in ("--version", "-V"):
         print(f"mambast {__version__}")
         raise SystemExit(0)
+    stop_on_sigterm()
     build_app()(prog_name="mambast")

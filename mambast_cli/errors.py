@@ -1,5 +1,29 @@
-"""Every error mambast raises on purpose. Only cli.py turns them into exit codes."""
+"""Every error mambast raises on purpose, and the exit code of an interrupted run. Only the CLI modules turn them
+into exit codes."""
 from __future__ import annotations
+
+import signal
+from types import FrameType
+
+_interrupt_exit = 130   # Ctrl-C; 128 + the signal's number once `stop_on_sigterm`'s handler has run
+
+
+def interrupt_exit_code() -> int:
+    """The exit code of a run stopped by KeyboardInterrupt: 130 after Ctrl-C, 143 after a SIGTERM."""
+    return _interrupt_exit
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (`kill`, a job scheduler's or CI's timeout, a container stop) stop a run the way Ctrl-C does:
+    outputs in flight are discarded, finished ones stay, the summary is printed, and the exit code is 143 (without
+    this, Python dies at once: no summary, and temporary files wait for the next run to be cleaned). Call it from
+    the main thread."""
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        global _interrupt_exit
+        _interrupt_exit = 128 + signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _handler)
 
 
 class MambastError(Exception):

@@ -430,3 +430,20 @@ def test_bad_picture_on_stdin_leaves_stdout_empty(tmp_path: Path, make_image: An
     assert r.exit_code == 1 and r.stdout_bytes == b""
     [line] = [x for x in r.stderr.splitlines() if x.startswith("failed:")]
     assert line.startswith("failed: <stdin> × art.png: ") and ("corrupt" in line or "cannot read" in line), line
+
+
+def test_sigterm_stops_like_ctrl_c_with_exit_143(tmp_path: Path, slow_env: dict[str, str]) -> None:
+    """SIGTERM (kill, a scheduler's timeout) is a clean stop: summary printed, finished outputs kept, no temporary
+    files left, exit 143 (it used to kill the process on the spot: no summary, temporaries until the next run)."""
+    out = tmp_path / "out"
+    proc = _cli("stylize", str(tmp_path / "in"), "-s", str(tmp_path / "s.png"), "-o", str(out), "--batch-size", "1",
+                "--size", "16", "--json", env=slow_env)
+    _wait_for_outputs(out, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    summary = json.loads(stdout.splitlines()[-1])
+    assert summary["event"] == "summary" and summary["interrupted"] and summary["exit_code"] == 143
+    names = [p.name for p in out.iterdir()]
+    assert not [n for n in names if ".part-" in n] and 2 <= len(names) < N_SLOW
+    assert summary["ok"] == len(names)

@@ -5,7 +5,7 @@ that prints or exits. Human text goes to stderr (rich progress on a TTY, plain l
 NDJSON events on stdout. torch and av are imported inside the command body.
 
 Exit codes: 0 every input done or skipped, 1 some inputs failed, 2 usage, 3 cannot start (weights, device, output),
-130 interrupted (the output being written is removed).
+130 interrupted (the output being written is removed), 143 the same after SIGTERM.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from mambast_cli.errors import MambastError, UsageError
+from mambast_cli.errors import MambastError, UsageError, interrupt_exit_code
 
 DEFAULT_SMOOTH = 4  # keep equal to mambast_cli.video.stability.DEFAULT_SMOOTH (not imported: it would load nothing heavy,
 #                     but the CLI module stays import-light on purpose)
@@ -196,8 +196,8 @@ def video_command(
         renderer.close()
         console.print("[yellow]interrupted:[/] the video being written was discarded; finished outputs are complete")
         if json_out:
-            _json_line({"event": "summary", "interrupted": True, "exit_code": 130})
-        raise typer.Exit(130)
+            _json_line({"event": "summary", "interrupted": True, "exit_code": interrupt_exit_code()})
+        raise typer.Exit(interrupt_exit_code())
     raise typer.Exit(code)
 
 
