@@ -447,3 +447,16 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143(tmp_path: Path, slow_env: dict[
     names = [p.name for p in out.iterdir()]
     assert not [n for n in names if ".part-" in n] and 2 <= len(names) < N_SLOW
     assert summary["ok"] == len(names)
+
+
+def test_every_input_inside_the_output_folder_is_a_usage_error(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
+    """`cd photos && mambast stylize a.jpg -o .`: nothing could be written (inputs inside the output folder are never
+    stylised), which used to end "0 written, 1 skipped" with exit 0; now one error line and exit 2."""
+    a = make_image("in/a.jpg")
+    s = make_image("s.png")
+    for args in (["stylize", str(a), "-s", str(s), "-o", str(tmp_path / "in")],
+                 ["stylize", str(tmp_path / "in"), "-s", str(s), "-o", str(tmp_path / "in")]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert "every input is inside the output folder" in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.jpg"]

@@ -198,6 +198,7 @@ class _Collector:
         self.out_real = os.path.realpath(outdir) if outdir else None
         self.sources: list[Source] = []
         self.notes: list[Event] = []
+        self.inside_out = 0          # inputs dropped for being inside the output folder
         self._seen: set[str] = set()
 
     def add_file(self, path: str, rel_dir: tuple[str, ...], check_outdir: bool = True) -> None:
@@ -207,12 +208,14 @@ class _Collector:
         self._seen.add(real)
         if check_outdir and self.outdir and is_within(path, self.outdir):
             self.notes.append(Event("skipped", input=path, message="is inside the output folder (never overwritten)"))
+            self.inside_out += 1
             return
         self.sources.append(Source(path, path, rel_dir, _stem(os.path.basename(path))))
 
     def add_tree(self, folder: str, root: str) -> None:
         if self.outdir and is_within(folder, self.outdir):
             self.notes.append(Event("skipped", input=folder, message="folder is inside the output folder"))
+            self.inside_out += 1
             return
         found = 0
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -265,7 +268,8 @@ def plan_jobs(
         The plan (no file is read or written beyond stat calls and 16-byte sniffs of unknown extensions).
 
     Raises:
-        UsageError: no style given, unknown format, or stdout output with more than one job.
+        UsageError: no style given, unknown format, stdout output with more than one job, or every input inside
+            the output folder.
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint=f"choose from {', '.join(FORMATS)}")
@@ -296,6 +300,9 @@ def plan_jobs(
         else:
             col.notes.append(Event("error", input=arg, error="InputError", message="no such file or folder"))
 
+    if not col.sources and col.inside_out:
+        raise UsageError(f"every input is inside the output folder {out}, and inputs there are never stylised "
+                         "(they could be earlier outputs)", hint="choose another -o")
     style_sources = _plan_styles(styles, col.notes)
     plan = Plan(Path(out) if out is not None else None, col.sources, style_sources, FORMATS[fmt][1], fmt=fmt, notes=col.notes)
     if out is None and len(plan.contents) * len(plan.styles) > 1:
