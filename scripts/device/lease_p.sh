@@ -6,7 +6,8 @@
 #   PART=L (bundled weights back in the tree): starts one DDP run on GPUs 0-3 from the bundled weights, batch per GPU
 #          16 if that size gave >= 1.2x the pictures a second of batch 8, else 8; time-based cosine LR over $TL minutes.
 #          Session 13 ran it as PART=L TL=22 (run p_a). Options for the next: INIT (start weights, default the bundle),
-#          GRID=W adds --grid-weight W (the patch-grid penalty, untried on a GPU: watch "grid" in the val lines).
+#          GRID=W adds --grid-weight W (the patch-grid penalty, untried on a GPU: watch "grid" in the val lines),
+#          GPUS=0,1 runs on those GPUs only (two runs side by side, e.g. an A/B of GRID, each with its own NAME).
 #   PART=F (after training): the 512² folder (3,000 pictures) twice in fresh processes, first with empty Triton and
 #          tuning caches (a fresh machine's warm-up, 15.2 s in session 12 against 3.7 s in session 11), then warm.
 # Watching and evaluating: scripts/device/train_runs_watch.sh with RUNS="$NAME:36:70".
@@ -40,7 +41,8 @@ print(16 if rate(8) > 0 and rate(16) >= 1.2 * rate(8) else 8)
 PY
 )
   echo "batch per GPU: $B"
-  CUDA_VISIBLE_DEVICES=0,1,2,3 MAMBAST_TUNE_CACHE=/tmp/tune_$NAME.json setsid nohup torchrun --standalone --nproc_per_node=4 \
+  GPUS=${GPUS:-0,1,2,3}; NPROC=$(echo $GPUS | tr ',' '\n' | wc -l)
+  CUDA_VISIBLE_DEVICES=$GPUS MAMBAST_TUNE_CACHE=/tmp/tune_$NAME.json setsid nohup torchrun --standalone --nproc_per_node=$NPROC \
     -m mambast_cli.train --content /tmp/train/content --style /tmp/train/style --out runs/$NAME \
     --init-weights /tmp/wt/default.safetensors --steps 100000 --batch-size $B --lr ${LR:-2e-4} --warmup 300 \
     --lr-schedule time --time-limit ${TL:-22} --content-weight ${CW:-36} --id1-weight 70 --ema 0.999 ${GRID:+--grid-weight $GRID} \
