@@ -369,11 +369,16 @@ def _stylize(console: "Console", inputs: list[str], style: list[str], output: st
             elif not quiet:
                 console.print(f"{_disp(c.display)} × {_disp(os.path.basename(s.display))} → {_disp(os.fspath(out) if out else '-')}",
                               markup=False)
+        # inputs the plan already knows to be bad (missing, a pattern that matched nothing) fail the dry run too
+        failed = sum(1 for ev in plan.notes if ev.kind == "error")
+        code = 0 if failed == 0 else 1
         if not quiet:
-            console.print(f"dry run: {plan.n_pending} to do, {plan.n_done} already done", markup=False)
+            console.print(f"dry run: {plan.n_pending} to do, {plan.n_done} already done"
+                          + (f", {failed} failed" if failed else ""), markup=False)
         if json_out:
-            _json_line({"event": "summary", "planned": plan.n_pending, "skipped": plan.n_done, "dry_run": True, "exit_code": 0})
-        raise typer.Exit(0)
+            _json_line({"event": "summary", "planned": plan.n_pending, "skipped": plan.n_done, "failed": failed,
+                        "dry_run": True, "exit_code": code})
+        raise typer.Exit(code)
     if not to_stdout:
         probe_writable(output)
     opts = RunOptions(size=size, max_side=max_side, style_size=style_size, alpha=alpha, preserve_color=preserve_color,

@@ -119,6 +119,12 @@ def test_dry_run_writes_nothing(folder: Path, fake_engine: Any) -> None:
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert [e["event"] for e in events] == ["planned"] * 3 + ["summary"]
     assert not (folder / "out").exists()
+    # a missing input fails the dry run as it would fail the run (it used to end with exit 0)
+    r = _invoke(["stylize", str(folder / "in"), str(folder / "nope.jpg"), "-s", str(folder / "style.png"),
+                 "-o", str(folder / "out"), "--dry-run", "--json"])
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.exit_code == 1 and events[-1]["failed"] == 1 and events[-1]["exit_code"] == 1 and events[-1]["planned"] == 3
+    assert not (folder / "out").exists()
 
 
 def test_stdin_path_lists(folder: Path, fake_engine: Any, make_image: Any) -> None:

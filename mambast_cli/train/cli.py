@@ -124,7 +124,7 @@ def train_command(
     aug_hue: Annotated[float, typer.Option(help="Probability of a random hue rotation of a style crop.")] = 0.0,
     aug_gray: Annotated[float, typer.Option(help="Probability of a grey-scale style crop.")] = 0.0,
     crop: Annotated[int, typer.Option(help="Training crop size in px (multiple of 8; the paper: 256).")] = 256,
-    scale_max: Annotated[int, typer.Option(help="Short side is resized to a random length in [crop, scale-max] before cropping.")] = 320,
+    scale_max: Annotated[int, typer.Option(help="Short side is resized to a random length from --crop to --scale-max before cropping.")] = 320,
     fuse_passes: Annotated[bool, typer.Option(help="Run Ics/Icc/Iss as one 3B batch (same maths, faster).")] = True,
 ) -> None:
     """Train a Mamba-ST model on folders of photos and artworks (single GPU, or torchrun for several)."""

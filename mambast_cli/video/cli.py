@@ -150,7 +150,7 @@ def video_command(
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o",
         help="Output file (.mp4/.mov/.mkv/.webm), folder (several inputs), or image sequence like frames/%06d.png. "
-             "Default: {stem}__{style}.mp4 next to each input.")] = None,
+             "Default: {stem}__{style}.mp4 next to each input; the extension follows --codec (.mov for ProRes/DNxHD/QuickTime RLE, .mkv for FFV1 and other lossless codecs, .webm for VP8/VP9).")] = None,
     start: Annotated[float, typer.Option(min=0.0, help="Start at this time (seconds).")] = 0.0,
     duration: Annotated[Optional[float], typer.Option(min=0.0, help="Only this many seconds.")] = None,
     size: Annotated[int, typer.Option(min=0, help="Shorter side to process at (0 = the source size).")] = 0,
