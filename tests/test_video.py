@@ -340,6 +340,10 @@ def test_cli_exit_codes_json_and_skip(tmp_path: Path, engine, style: str, monkey
     assert r.exit_code == 2
     r = runner.invoke(app, ["video", str(src), "--style", style, "--codec", "nosuchcodec", "-o", str(tmp_path / "y.mp4")])
     assert r.exit_code == 2
+    before = src.read_bytes()
+    for extra in ([], ["--overwrite"]):    # -o the input itself: a usage error (it used to be "1 skipped", exit 0)
+        r = runner.invoke(app, ["video", str(src), "--style", style, "-o", str(src), *extra])
+        assert r.exit_code == 2 and "is the input itself" in r.stderr and src.read_bytes() == before, r.output
     assert no_temp_left(tmp_path)
 
 

@@ -174,7 +174,7 @@ def plan_jobs(inputs: list[str], style: str, opts: VideoOptions) -> list[VideoJo
         One job per input, in order.
 
     Raises:
-        UsageError: contradictory output settings.
+        UsageError: contradictory output settings, or ``-o`` naming the (one) input itself.
     """
     style_stem = Path(style).stem
     ext = vio.default_ext(opts.codec)
@@ -194,6 +194,8 @@ def plan_jobs(inputs: list[str], style: str, opts: VideoOptions) -> list[VideoJo
         if Path(o).suffix.lower() not in vio.CONTAINERS:
             raise UsageError(f"unknown video container {Path(o).suffix} for -o {o}",
                              hint=f"use one of {', '.join(sorted(vio.CONTAINERS))}, or a %06d.png image sequence")
+        if os.path.exists(o) and os.path.realpath(o) == os.path.realpath(inputs[0]):
+            raise UsageError(f"-o {o} is the input itself: the output would overwrite it", hint="choose another -o")
         return [VideoJob(inputs[0], o)]
     if o is not None and len(inputs) > 1 and not os.path.isdir(o) and Path(o).suffix.lower() in vio.CONTAINERS:
         raise UsageError(f"-o {o} is a file name but there are {len(inputs)} inputs", hint="give a folder as -o")
