@@ -15,6 +15,8 @@ Does not load models or files. Inputs are (B, 3, H, W) float tensors in [0, 1]; 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -31,19 +33,17 @@ def _highpass_energy(p: torch.Tensor, k: int = 9) -> torch.Tensor:
     return ((p - smooth) ** 2).mean(dim=1)
 
 
-def _grid_ratio(r: torch.Tensor, period: int, detach_around: bool = False) -> torch.Tensor:
-    """Power at the period's harmonics over the median power of their neighbours: (B,). A harmonic on an axis of the
-    spectrum is compared with its neighbours along that axis only, so that streaks (a broadband line along an axis)
-    do not read as a grid. `detach_around`: no gradient through the neighbours (a loss then lowers the peaks only)."""
-    B, H, W = r.shape
-    spec = torch.fft.rfft2(r - r.mean(dim=(1, 2), keepdim=True)).abs() ** 2          # (B, H, W//2+1)
+@functools.lru_cache(maxsize=32)
+def _grid_bins(H: int, W: int, Wr: int, period: int, device: str) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Flat indices into an (H, Wr) half-spectrum of the period's harmonics and of each one's neighbours, grouped by
+    the neighbours' count (4 on an axis, 8 off it) so that each group is one gather: ((peaks (P,), around (P, n)),
+    ...). Cached, so a training step does not copy index lists to the GPU."""
     fy = [round(H * m / period) for m in range(1, period // 2 + 1)]
     fx = [round(W * m / period) for m in range(1, period // 2 + 1)]
-    # peaks grouped by their number of neighbours (4 on an axis, 8 off it) so that each group is one gather
     groups: dict[int, tuple[list[int], list[list[int]]]] = {}
     for y in [0] + fy:
         for x in [0] + fx:
-            if (y, x) == (0, 0) or y + 2 >= H or x + 2 >= spec.shape[2]:
+            if (y, x) == (0, 0) or y + 2 >= H or x + 2 >= Wr:
                 continue
             if y == 0:
                 offs = [(0, -2), (0, -1), (0, 1), (0, 2)]
@@ -51,18 +51,27 @@ def _grid_ratio(r: torch.Tensor, period: int, detach_around: bool = False) -> to
                 offs = [(-2, 0), (-1, 0), (1, 0), (2, 0)]
             else:
                 offs = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
-            nb = [((y + dy) % H) * spec.shape[2] + x + dx for dy, dx in offs if x + dx >= 0]
+            nb = [((y + dy) % H) * Wr + x + dx for dy, dx in offs if x + dx >= 0]
             peaks, around = groups.setdefault(len(nb), ([], []))
-            peaks.append(y * spec.shape[2] + x)
+            peaks.append(y * Wr + x)
             around.append(nb)
+    return tuple((torch.tensor(p, device=device), torch.tensor(a, device=device)) for p, a in groups.values())
+
+
+def _grid_ratio(r: torch.Tensor, period: int, detach_around: bool = False) -> torch.Tensor:
+    """Power at the period's harmonics over the median power of their neighbours: (B,). A harmonic on an axis of the
+    spectrum is compared with its neighbours along that axis only, so that streaks (a broadband line along an axis)
+    do not read as a grid. `detach_around`: no gradient through the neighbours (a loss then lowers the peaks only)."""
+    B, H, W = r.shape
+    spec = torch.fft.rfft2(r - r.mean(dim=(1, 2), keepdim=True)).abs() ** 2          # (B, H, W//2+1)
+    groups = _grid_bins(H, W, spec.shape[2], period, str(r.device))
     if not groups:
         return torch.ones(B, device=r.device)
     flat = spec.reshape(B, -1)
     peak_sum = around_sum = 0
-    for peaks, around in groups.values():
-        idx = torch.tensor(around, device=r.device)                                   # (P, n)
-        med = flat[:, idx].median(dim=2).values                                        # (B, P)
-        peak_sum = peak_sum + flat[:, torch.tensor(peaks, device=r.device)].sum(1)
+    for peaks, around in groups:
+        med = flat[:, around].median(dim=2).values                                     # (B, P)
+        peak_sum = peak_sum + flat[:, peaks].sum(1)
         around_sum = around_sum + (med.detach() if detach_around else med).sum(1)
     return peak_sum / around_sum.clamp_min(1e-20)
 
