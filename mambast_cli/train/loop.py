@@ -163,7 +163,10 @@ def setup_dist(device: str) -> tuple[Dist, torch.device]:
         dev = torch.device(f"cuda:{d.local_rank}") if (want == "cuda" or d.world > 1) else torch.device(want)
         torch.cuda.set_device(dev)
     else:
-        dev = torch.device(want)
+        try:
+            dev = torch.device(want)
+        except RuntimeError as e:
+            raise UsageError(f"unknown --device {device!r}", hint="use auto, cpu, cuda or cuda:N") from e
     if d.world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return d, dev
@@ -191,6 +194,19 @@ def check_options(cfg: TrainConfig) -> None:
             raise UsageError("--lr-schedule time applies to --recipe ours only (recipe paper keeps a constant LR)")
     if not 0.0 <= cfg.ema < 1.0:
         raise UsageError(f"--ema must be in [0, 1) (0 = off), got {cfg.ema}")
+    for name, value, low in (("--steps", cfg.steps, 0), ("--batch-size", cfg.batch_size, 1),
+                             ("--log-every", cfg.log_every, 1), ("--workers", cfg.workers, 0),
+                             ("--crop", cfg.crop, 8)):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if not cfg.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {cfg.lr}")
+    if not 0.0 <= cfg.val_frac < 1.0:
+        raise UsageError(f"--val-frac must be in [0, 1) (0 = no validation), got {cfg.val_frac}")
+    if cfg.time_limit is not None and cfg.time_limit < 0:
+        raise UsageError(f"--time-limit must be >= 0 minutes, got {cfg.time_limit}")
+    if cfg.warmup is not None and cfg.warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {cfg.warmup}")
 
 
 def warmup_steps(cfg: TrainConfig) -> int:

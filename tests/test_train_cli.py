@@ -1,0 +1,58 @@
+"""`mambast train` as a user runs it: bad options and inputs end in one line and an exit code, never a traceback,
+and an earlier run's checkpoint or weights are never lost (tiny config, CPU)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mambast_cli.train import loop as train_loop
+from mambast_cli.train.cli import train_command
+
+from tests.test_train_loop import FAST_LOSS, _folder, tiny_loss_net
+
+app = typer.Typer()
+app.command()(train_command)
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    return _folder(tmp_path / "content", 8, 0), _folder(tmp_path / "style", 8, 1)
+
+
+@pytest.fixture(autouse=True)
+def _fast_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The random-weight loss network and shallow taps: the CLI path, at the test suite's cost."""
+    monkeypatch.setattr(train_loop, "load_loss_net", lambda spec: tiny_loss_net())
+    orig = train_loop.StyleLosses
+    monkeypatch.setattr(train_loop, "StyleLosses", lambda net, cfg: orig(net, FAST_LOSS))
+
+
+def run(folders: tuple[Path, Path], out: Path, *args: str):  # noqa: ANN201
+    base = ["--content", str(folders[0]), "--style", str(folders[1]), "--out", str(out), "--config", "tiny",
+            "--device", "cpu", "--crop", "32", "--scale-max", "40", "--workers", "0", "--steps", "3"]
+    return CliRunner().invoke(app, base + list(args))
+
+
+def one_error_line(res) -> str:  # noqa: ANN001
+    """The output of a refused run: exactly one line, starting with 'error:' (no traceback)."""
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--batch-size", "0"], "--batch-size"), (["--steps", "-1"], "--steps"), (["--log-every", "0"], "--log-every"),
+    (["--lr", "-1"], "--lr"), (["--workers", "-1"], "--workers"), (["--crop", "0"], "--crop"),
+    (["--val-frac", "1"], "--val-frac"), (["--time-limit", "-1"], "--time-limit"), (["--warmup", "-5"], "--warmup"),
+    (["--device", "tpu"], "--device"),
+])
+def test_bad_option_values_are_usage_errors(folders: tuple[Path, Path], tmp_path: Path, args: list[str],
+                                            words: str) -> None:
+    res = run(folders, tmp_path / "run", *args)
+    assert res.exit_code == 2, res.output
+    assert words in one_error_line(res)
+    assert not (tmp_path / "run").exists()
