@@ -56,3 +56,32 @@ def test_bad_option_values_are_usage_errors(folders: tuple[Path, Path], tmp_path
     assert res.exit_code == 2, res.output
     assert words in one_error_line(res)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_resume_from_a_damaged_checkpoint_is_refused_and_keeps_it(folders: tuple[Path, Path], tmp_path: Path,
+                                                                   damage: str) -> None:
+    out = tmp_path / "run"
+    assert run(folders, out).exit_code == 0
+    ck = out / "ckpt.pt"
+    good = ck.read_bytes()
+    bad = {"truncated": good[: len(good) // 3], "garbage": b"garbage\n", "empty": b""}[damage]
+    ck.write_bytes(bad)
+    weights = (out / "model.safetensors").read_bytes()
+    res = run(folders, out, "--resume", "--steps", "5")
+    assert res.exit_code == 3
+    assert "not a readable training checkpoint" in one_error_line(res)
+    assert ck.read_bytes() == bad and (out / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_a_run_of_another_model_config_is_refused(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "run"
+    assert run(folders, out).exit_code == 0
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
+    ck["model_config"]["d_model"] = 32                    # as a run of another size would have written it
+    torch.save(ck, out / "ckpt.pt")
+    res = run(folders, out, "--resume", "--steps", "5")
+    assert res.exit_code == 3
+    assert "another model config" in one_error_line(res)

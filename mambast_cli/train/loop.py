@@ -609,7 +609,19 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     step = 0
     start_progress = 0.0                        # decay progress at the start of this run (see time_progress)
     if resuming:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+        try:
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+            if not isinstance(ck, dict) or not {"model", "opt", "step"} <= ck.keys():
+                raise ValueError("not a mambast training checkpoint")
+        except Exception as e:  # torch raises several unrelated types for truncated or foreign files
+            raise WeightsError(f"--resume: {ckpt_path} is not a readable training checkpoint (truncated or corrupt: "
+                               f"{type(e).__name__})",
+                               hint="it is left as it is; move it away to start fresh") from e
+        want, got = model.cfg.to_dict(), ck.get("model_config") or {}
+        diff = [f"{k} {got.get(k)}≠{want[k]}" for k in want if k != "drop_path" and got.get(k) != want[k]]
+        if diff:
+            raise WeightsError(f"--resume: {ckpt_path} is a run of another model config ({', '.join(diff[:3])})",
+                               hint="pick the matching --config (default or tiny), or another --out")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = int(ck["step"])
