@@ -85,3 +85,19 @@ def test_resume_a_run_of_another_model_config_is_refused(folders: tuple[Path, Pa
     res = run(folders, out, "--resume", "--steps", "5")
     assert res.exit_code == 3
     assert "another model config" in one_error_line(res)
+
+
+@pytest.mark.parametrize("left", ["both", "weights only"])
+def test_a_fresh_run_never_overwrites_an_earlier_run(folders: tuple[Path, Path], tmp_path: Path, left: str) -> None:
+    out = tmp_path / "run"
+    assert run(folders, out).exit_code == 0
+    if left == "weights only":
+        (out / "ckpt.pt").unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for extra in ([], ["--steps", "1"], ["--resume"] if left == "weights only" else []):
+        res = run(folders, out, *extra)
+        assert res.exit_code == 3
+        assert "already holds a run" in one_error_line(res)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    if left == "both":                                    # --resume still continues it
+        assert run(folders, out, "--resume", "--steps", "4").exit_code == 0

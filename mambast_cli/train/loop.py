@@ -594,6 +594,12 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model_config)
     resuming = cfg.resume and ckpt_path.is_file()
+    # a fresh run never overwrites an earlier run's checkpoint or exported weights
+    done_before = [p.name for p in (ckpt_path, out / "model.safetensors") if p.exists()] if not resuming else []
+    if done_before:
+        raise OutputError(f"{out} already holds a run ({', '.join(done_before)}); refusing to overwrite it",
+                          hint="continue it with --resume, or pick another --out" if "ckpt.pt" in done_before
+                          else "pick another --out, or move the old weights away")
     init: dict[str, str] | None = None          # {"path", "sha256"} of the weights the run started from
     if cfg.init_weights and not resuming:
         init = load_init_weights(model, cfg.init_weights)
