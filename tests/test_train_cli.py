@@ -101,3 +101,39 @@ def test_a_fresh_run_never_overwrites_an_earlier_run(folders: tuple[Path, Path],
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     if left == "both":                                    # --resume still continues it
         assert run(folders, out, "--resume", "--steps", "4").exit_code == 0
+
+
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_run_keeps_its_steps_in_a_checkpoint(folders: tuple[Path, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, signame: str,
+                                                             code: int) -> None:
+    import json
+    import os
+    import signal
+
+    import torch
+
+    from mambast_cli import errors
+
+    monkeypatch.setattr(errors, "_interrupt_exit", 130)            # restored afterwards, as is the handler below
+    old_term = signal.getsignal(signal.SIGTERM)
+    lr_at = train_loop.lr_at
+
+    def lr_then_signal(step: int, *a):  # noqa: ANN002, ANN202
+        if step == 2:                                              # two optimiser steps done, none checkpointed
+            os.kill(os.getpid(), getattr(signal, signame))
+        return lr_at(step, *a)
+
+    monkeypatch.setattr(train_loop, "lr_at", lr_then_signal)
+    out = tmp_path / "run"
+    try:
+        res = run(folders, out, "--steps", "10", "--ckpt-every", "100", "--log-every", "100")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    assert res.exit_code == code, res.output
+    assert "interrupted at step 2" in res.output and "Traceback" not in res.output
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 2
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["event"] == "interrupted"
+    monkeypatch.setattr(train_loop, "lr_at", lr_at)
+    res = run(folders, out, "--resume", "--steps", "3")
+    assert res.exit_code == 0 and "resumed from" in res.output and (out / "model.safetensors").is_file()

@@ -68,6 +68,10 @@ class _Renderer:
             self._line(e["text"])
         elif kind == "export":
             self._line("exported " + ", ".join(e["files"]))
+        elif kind == "interrupted":
+            self.close()
+            self._line(f"interrupted at step {e['step']}: " + (f"checkpoint {e['ckpt']} saved, continue with --resume"
+                                                               if e["ckpt"] else "no checkpoint saved for this step"))
         elif kind == "done":
             self.close()
             self._line(f"done at step {e['step']} ({e['reason']}) in {e['elapsed_s'] / 60:.1f} min")
@@ -128,8 +132,9 @@ def train_command(
     fuse_passes: Annotated[bool, typer.Option(help="Run Ics/Icc/Iss as one 3B batch (same maths, faster).")] = True,
 ) -> None:
     """Train a Mamba-ST model on folders of photos and artworks (single GPU, or torchrun for several)."""
-    from mambast_cli.errors import MambastError
+    from mambast_cli.errors import MambastError, interrupt_exit_code, stop_on_sigterm
 
+    stop_on_sigterm()   # SIGTERM stops the run as Ctrl-C does (exit 143); also under `python -m` / torchrun
     try:
         from mambast_cli.train.data import StyleAug
         from mambast_cli.train.losses import LossConfig
@@ -158,3 +163,5 @@ def train_command(
     except MambastError as e:
         typer.echo(f"error: {e}" + (f"  (hint: {e.hint})" if e.hint else ""), err=True)
         raise typer.Exit(e.exit_code)
+    except KeyboardInterrupt:
+        raise typer.Exit(interrupt_exit_code())

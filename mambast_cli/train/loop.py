@@ -718,72 +718,87 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None, loss_net: FrozenFea
     t_win, n_win = time.time(), 0
     last_val: dict[str, Any] | None = None
     stop = False
-    while step < cfg.steps and not stop:
-        c = next(c_it).to(dev, non_blocking=True)
-        s = next(s_it).to(dev, non_blocking=True)
-        lr = lr_at(step, cfg, t_progress)
-        for gparam in opt.param_groups:
-            gparam["lr"] = lr
-        gens = [torch.Generator().manual_seed(_seed_for(cfg.seed, dist.rank, step, k)) for k in range(3)]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            ics, icc, iss = three_passes(model, c, s, gens, cfg.fuse_passes)
-            terms = losses(ics, icc, iss, c, s)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        if dist.world > 1:
-            _average_grads(params, dist.world)
-        clip = cfg.grad_clip if (cfg.recipe == "ours" and cfg.grad_clip > 0) else float("inf")
-        gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        if ema is not None:
-            ema.update(model)
-        step += 1
-        n_win += 1
-        for k, v in terms.items():
-            acc[k] = acc.get(k, 0) + v.detach().float()
-        acc["grad_norm"] = acc.get("grad_norm", 0) + gnorm.detach().float()
-
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            keys = sorted(acc)
-            # the mean losses, then two control slots reduced with MAX: [stop?, seconds at the end of the next window]
-            vec = torch.stack([acc[k] for k in keys] + [torch.zeros((), device=dev)] * 2) / n_win
-            if limit_s is not None:
-                per_step = (time.time() - t_win) / n_win
-                ahead_s = time.time() - t_start + per_step * cfg.log_every
-                vec[-2] = float(ahead_s + reserve_s > limit_s)
-                vec[-1] = ahead_s
+    updating = False             # True while opt.step/ema/step += 1 run: weights and step may disagree then
+    try:
+        while step < cfg.steps and not stop:
+            c = next(c_it).to(dev, non_blocking=True)
+            s = next(s_it).to(dev, non_blocking=True)
+            lr = lr_at(step, cfg, t_progress)
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            gens = [torch.Generator().manual_seed(_seed_for(cfg.seed, dist.rank, step, k)) for k in range(3)]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                ics, icc, iss = three_passes(model, c, s, gens, cfg.fuse_passes)
+                terms = losses(ics, icc, iss, c, s)
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
             if dist.world > 1:
-                ctrl = vec[-2:].clone()
-                torch.distributed.all_reduce(vec)
-                torch.distributed.all_reduce(ctrl, op=torch.distributed.ReduceOp.MAX)
-                vec = vec / dist.world
-                vec[-2:] = ctrl
-            vals = vec.tolist()
-            stop = vals[-2] > 0
-            if use_time:
-                t_progress = time_progress(vals[-1], budget_s, start_progress)
-            dt = time.time() - t_win
-            rec = {"event": "log", "step": step, "steps": cfg.steps, "lr": lr, "it_s": n_win / dt,
-                   "img_s": n_win * cfg.batch_size * dist.world / dt, "elapsed_s": time.time() - t_start,
-                   **{k: v for k, v in zip(keys, vals[:-2])}}
-            if dev.type == "cuda":
-                rec["mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
-            log(rec)
-            emit(rec)
-            acc, t_win, n_win = {}, time.time(), 0
-            if not math.isfinite(rec["total"]):
-                raise UsageError(f"training diverged at step {step} (loss {rec['total']})",
-                                 hint="lower --lr or resume from the last checkpoint")
-        if dist.main and validator is not None and not validator.empty:
-            if cfg.sample_every > 0 and step % cfg.sample_every == 0:
-                p = out / "samples" / f"step_{step:07d}.png"
-                with _averaged(ema, model) as m:
-                    validator.sheet(m, p, amp)
-                emit({"event": "sample", "step": step, "path": str(p)})
-            if cfg.val_every > 0 and step % cfg.val_every == 0:
-                last_val = validate()
-        if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0:
+                _average_grads(params, dist.world)
+            clip = cfg.grad_clip if (cfg.recipe == "ours" and cfg.grad_clip > 0) else float("inf")
+            gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+            updating = True
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            updating = False
+            n_win += 1
+            for k, v in terms.items():
+                acc[k] = acc.get(k, 0) + v.detach().float()
+            acc["grad_norm"] = acc.get("grad_norm", 0) + gnorm.detach().float()
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                keys = sorted(acc)
+                # the mean losses, then two control slots reduced with MAX: [stop?, seconds at the end of the next window]
+                vec = torch.stack([acc[k] for k in keys] + [torch.zeros((), device=dev)] * 2) / n_win
+                if limit_s is not None:
+                    per_step = (time.time() - t_win) / n_win
+                    ahead_s = time.time() - t_start + per_step * cfg.log_every
+                    vec[-2] = float(ahead_s + reserve_s > limit_s)
+                    vec[-1] = ahead_s
+                if dist.world > 1:
+                    ctrl = vec[-2:].clone()
+                    torch.distributed.all_reduce(vec)
+                    torch.distributed.all_reduce(ctrl, op=torch.distributed.ReduceOp.MAX)
+                    vec = vec / dist.world
+                    vec[-2:] = ctrl
+                vals = vec.tolist()
+                stop = vals[-2] > 0
+                if use_time:
+                    t_progress = time_progress(vals[-1], budget_s, start_progress)
+                dt = time.time() - t_win
+                rec = {"event": "log", "step": step, "steps": cfg.steps, "lr": lr, "it_s": n_win / dt,
+                       "img_s": n_win * cfg.batch_size * dist.world / dt, "elapsed_s": time.time() - t_start,
+                       **{k: v for k, v in zip(keys, vals[:-2])}}
+                if dev.type == "cuda":
+                    rec["mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
+                log(rec)
+                emit(rec)
+                acc, t_win, n_win = {}, time.time(), 0
+                if not math.isfinite(rec["total"]):
+                    raise UsageError(f"training diverged at step {step} (loss {rec['total']})",
+                                     hint="lower --lr or resume from the last checkpoint")
+            if dist.main and validator is not None and not validator.empty:
+                if cfg.sample_every > 0 and step % cfg.sample_every == 0:
+                    p = out / "samples" / f"step_{step:07d}.png"
+                    with _averaged(ema, model) as m:
+                        validator.sheet(m, p, amp)
+                    emit({"event": "sample", "step": step, "path": str(p)})
+                if cfg.val_every > 0 and step % cfg.val_every == 0:
+                    last_val = validate()
+            if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0:
+                save_ckpt()
+    except KeyboardInterrupt:    # Ctrl-C, or SIGTERM (stop_on_sigterm): keep the steps done so far
+        saved = None
+        if dist.main and dist.world == 1 and not updating and step > 0:
             save_ckpt()
+            saved = str(ckpt_path)
+        rec = {"event": "interrupted", "step": step, "ckpt": saved, "elapsed_s": time.time() - t_start}
+        log(rec)
+        emit(rec)
+        if log_f is not None:
+            log_f.close()
+        raise
 
     # finish ---------------------------------------------------------------------------------------------------
     reason = "steps" if step >= cfg.steps else "time limit"
