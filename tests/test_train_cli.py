@@ -137,3 +137,21 @@ def test_an_interrupted_run_keeps_its_steps_in_a_checkpoint(folders: tuple[Path,
     monkeypatch.setattr(train_loop, "lr_at", lr_at)
     res = run(folders, out, "--resume", "--steps", "3")
     assert res.exit_code == 0 and "resumed from" in res.output and (out / "model.safetensors").is_file()
+
+
+def test_unreadable_training_images_are_skipped_with_a_warning(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    from mambast_cli.errors import InputError
+    from mambast_cli.train.data import CropDataset
+
+    style = folders[1]
+    good = next(style.glob("*.png")).read_bytes()
+    (style / "trunc.png").write_bytes(good[:60])          # not held out (name hash), so training draws it
+    (style / "notes.txt").write_text("not a picture")     # not an image extension: never listed
+    out = tmp_path / "run"
+    res = run(folders, out, "--steps", "8", "--batch-size", "4")
+    assert res.exit_code == 0, res.output
+    warned = [ln for ln in res.output.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "trunc.png" in warned[0]
+    assert (out / "model.safetensors").is_file()
+    with pytest.raises(InputError, match="none of the 1"):
+        CropDataset([style / "trunc.png"], crop=32, scale_max=40)[0]

@@ -1,7 +1,8 @@
 """Training data: image folders, a deterministic hold-out split, random crops and cheap style augmentations.
 
 Owns listing image files, the train/validation split, per-sample transforms and the infinite, seeded,
-rank-sharded loaders. Does not touch the model or print. Tensors leave as (3, S, S) float32 in [0, 1].
+rank-sharded loaders. Does not touch the model; prints only a one-line warning to stderr when it skips an
+unreadable training image. Tensors leave as (3, S, S) float32 in [0, 1].
 
 Crops (spec §5 says Resize(512²) squash, then RandomCrop(256)). Our data is only 320 px on the short side, so
 upscaling to 512 would only blur it. Instead each image is resized (aspect kept) so that its short side is a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -143,6 +145,7 @@ class CropDataset(Dataset):
         self.crop, self.scale_max, self.flip = crop, max(scale_max, crop), flip
         self.aug = aug or StyleAug()
         self.seed = seed
+        self.unreadable: set[int] = set()   # indices already warned about (per worker process)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -150,7 +153,17 @@ class CropDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         idx, draw = key if isinstance(key, tuple) else (key, 0)
         rng = random.Random(hash((self.seed, idx, draw)))
-        im = load_rgb(self.paths[idx])
+        for k in range(len(self.paths)):     # an unreadable file is skipped (warned once): the next one stands in
+            j = (idx + k) % len(self.paths)
+            try:
+                im = load_rgb(self.paths[j])
+                break
+            except InputError as e:
+                if j not in self.unreadable:
+                    self.unreadable.add(j)
+                    print(f"warning: skipping an unreadable training image: {e}", file=sys.stderr, flush=True)
+        else:
+            raise InputError(f"none of the {len(self.paths)} training images in this folder can be read")
         hi = self.aug.multiscale_max if self.aug.multiscale_max > 0 else self.scale_max
         im = resize_short(im, rng.randint(self.crop, max(hi, self.crop)))
         w, h = im.size
