@@ -174,6 +174,25 @@ def test_shards_split_and_join_round_trip(tmp_path: Path) -> None:
         join_shards(shards[1:], tmp_path / "x.safetensors")
 
 
+def test_weights_files_get_the_usual_mode(tmp_path: Path) -> None:
+    """Exported weights, shards and joined files are 0666 less the umask, like any file the user makes (safetensors'
+    save_file made them 0600, so a studio's teammates could not read them); no temporary file is left."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        src = tmp_path / "model.safetensors"
+        save_weights(src, MambaST(tiny_config()), source="test", dtype=torch.bfloat16)
+        shards = split_weights(src, tmp_path / "shards", max_bytes=70_000)
+        joined = join_shards(tmp_path / "shards", tmp_path / "joined.safetensors")
+    finally:
+        os.umask(old)
+    for p in (src, joined, *shards):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    assert not [p for p in tmp_path.rglob(".*.part")]
+
+
 def test_lr_schedules() -> None:
     paper = TrainConfig(Path("c"), Path("s"), Path("o"), steps=1000, recipe="paper", lr=1e-4)
     assert lr_at(0, paper) == lr_at(999, paper) == 1e-4

@@ -62,8 +62,6 @@ def save_weights(path: str | Path, model: MambaST, source: str, extra: dict | No
 
     drop_unused: leave out the parameters the forward never reads (`unused_keys`); `load_model` fills them back
     (zeros, or ones for skip_scale2). Saves ~7 MB on the bundled bf16 model."""
-    from safetensors.torch import save_file
-
     sd = {k: (v.to(dtype) if (dtype is not None and v.is_floating_point()) else v).detach().contiguous().cpu()
           for k, v in model.state_dict().items()}
     if drop_unused:
@@ -74,10 +72,35 @@ def save_weights(path: str | Path, model: MambaST, source: str, extra: dict | No
             "extra": json.dumps(extra or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(sd, str(tmp), metadata=meta)
-    tmp.replace(path)
+    write_safetensors(sd, path, meta)
     return digest
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (`.NAME.part`, then rename) with the usual file mode (0666 less the
+    umask, like any file the user makes). safetensors' own `save_file` creates its files 0600, which kept exported
+    weights from the rest of a studio's team.
+
+    Args:
+        tensors: name → CPU tensor.
+        path: the final file.
+        metadata: string → string, stored in the header.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(save(tensors, metadata=metadata))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -31,7 +31,8 @@ def split_weights(path: str | Path, out_dir: str | Path | None = None, max_bytes
         The shard paths, in order.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from mambast_cli.model.weights import write_safetensors
 
     path = Path(path)
     out = Path(out_dir) if out_dir is not None else path.parent
@@ -58,10 +59,8 @@ def split_weights(path: str | Path, out_dir: str | Path | None = None, max_bytes
     paths = []
     for i, keys in enumerate(groups):
         p = out / f"{path.stem}-{i + 1:05d}-of-{n:05d}.safetensors"
-        tmp = p.with_name(f".{p.name}.part")
-        save_file({k: tensors[k] for k in keys}, str(tmp),
-                  metadata={**meta, "shard": f"{i + 1}/{n}", "tensors_sha256": digest, "file_name": path.name})
-        tmp.replace(p)
+        write_safetensors({k: tensors[k] for k in keys}, p,
+                          {**meta, "shard": f"{i + 1}/{n}", "tensors_sha256": digest, "file_name": path.name})
         paths.append(p)
     return paths
 
@@ -81,7 +80,8 @@ def join_shards(shards: list[Path] | str | Path, out: str | Path) -> Path:
         `out`. Raises WeightsError when a shard is missing, they disagree, or the result's sha256 is wrong.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from mambast_cli.model.weights import write_safetensors
 
     paths = find_shards(shards) if isinstance(shards, (str, Path)) else list(shards)
     if not paths:
@@ -104,8 +104,4 @@ def join_shards(shards: list[Path] | str | Path, out: str | Path) -> Path:
     if tensors_sha256(tensors) != metas[0]["tensors_sha256"]:
         raise WeightsError(f"joined tensors do not match the original's checksum ({metas[0].get('file_name')})")
     meta = {k: v for k, v in metas[0].items() if k not in ("shard", "tensors_sha256", "file_name")}
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.part")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(out)
-    return out
+    return write_safetensors(tensors, Path(out), meta)
