@@ -116,7 +116,9 @@ def test_an_interrupted_run_keeps_its_steps_in_a_checkpoint(folders: tuple[Path,
     from mambast_cli import errors
 
     monkeypatch.setattr(errors, "_interrupt_exit", 130)            # restored afterwards, as is the handler below
-    old_term = signal.getsignal(signal.SIGTERM)
+    old_term, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    # a test run started in the background (CI runners, `cmd &`) inherits SIGINT ignored: give it Python's handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     lr_at = train_loop.lr_at
 
     def lr_then_signal(step: int, *a):  # noqa: ANN002, ANN202
@@ -130,6 +132,7 @@ def test_an_interrupted_run_keeps_its_steps_in_a_checkpoint(folders: tuple[Path,
         res = run(folders, out, "--steps", "10", "--ckpt-every", "100", "--log-every", "100")
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
     assert res.exit_code == code, res.output
     assert "interrupted at step 2" in res.output and "Traceback" not in res.output
     assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 2
