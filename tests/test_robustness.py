@@ -272,12 +272,169 @@ def test_interrupt_exits_without_partial_files(tmp_path: Path, slow_env: dict[st
     assert summary["ok"] == len(names)
 
 
+# -- tiny pictures, through the real engine --------------------------------------------------------------------
+@pytest.fixture
+def tiny_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny random model saved as a mambast weights file; the real Engine is selected (no fake)."""
+    import torch
+
+    from mambast_cli.model import MambaST, tiny_config
+    from mambast_cli.model.weights import save_weights
+
+    monkeypatch.delenv("MAMBAST_FAKE_ENGINE", raising=False)
+    monkeypatch.setenv("MAMBAST_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    w = tmp_path / "tiny.safetensors"
+    save_weights(w, MambaST(tiny_config()), source="test: tiny random")
+    return w
+
+
+def test_tiny_pictures_work_at_their_own_size(tmp_path: Path, tiny_weights: Path) -> None:
+    """1×1 and 7×5 contents (and a 1×1 style) go through the real model unscaled: it pads them itself."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(src / "one.png")
+    _noise(7, 5).save(src / "seven.png")
+    Image.new("RGB", (1, 1), (0, 0, 255)).save(tmp_path / "dot.png")
+    _noise(12, 12, 3).save(tmp_path / "s.png")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["stylize", str(src), "-s", str(tmp_path / "s.png"), "-s", str(tmp_path / "dot.png"),
+                                 "-o", str(out), "--size", "0", "--format", "png", "--weights", str(tiny_weights),
+                                 "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    sizes = {p.name: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"one__s.png": (1, 1), "seven__s.png": (7, 5), "one__dot.png": (1, 1), "seven__dot.png": (7, 5)}
+
+
+# -- output folder not writable ------------------------------------------------------------------------------------
+def test_output_folder_not_writable_stops_at_once(tmp_path: Path, make_image: Any, fake_engine: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    for i in range(3):
+        make_image(f"in/{i}.jpg")
+    s = make_image("s.png")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root ignores the mode: refuse creations inside it instead
+        real_open = os.open
+
+        def denied(path: Any, flags: int, *a: Any, **k: Any) -> int:
+            if str(path).startswith(str(out) + os.sep) and flags & os.O_CREAT:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_open(path, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", denied)
+    r = CliRunner().invoke(app, ["stylize", str(tmp_path / "in"), "-s", str(s), "-o", str(out), "--json"])
+    out.chmod(0o755)
+    assert r.exit_code == 3, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith(("error:", "failed:"))]
+    assert len(errors) == 1 and str(out) in errors[0] and "Permission denied" in errors[0] and "hint" in errors[0]
+    assert json.loads(r.stdout.splitlines()[-1])["event"] == "fatal"
+    assert list(out.iterdir()) == []
+
+
+def test_a_path_blocked_for_one_output_fails_only_that_output(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg", "sub/d.jpg"):
+        make_image(f"in/{name}")
+    s = make_image("s.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_bytes(b"a stray file where the mirrored sub-folder goes")
+    (out / "b__s.jpg").mkdir()  # a folder at an output's name (redone with --overwrite)
+    r = CliRunner().invoke(app, ["stylize", str(tmp_path / "in"), "-s", str(s), "-o", str(out), "--overwrite",
+                                 "--json"])
+    assert r.exit_code == 1, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[-1]["event"] == "summary" and events[-1]["ok"] == 1 and events[-1]["failed"] == 3
+    assert (out / "a__s.jpg").is_file() and (out / "b__s.jpg").is_dir()
+    fails = [line for line in r.stderr.splitlines() if line.startswith("failed:")]
+    assert len(fails) == 3 and sum("a file is in the way" in f for f in fails) == 2
+    assert not [p for p in out.rglob("*") if ".part-" in p.name]
+
+
+# -- unsafe checkpoints ----------------------------------------------------------------------------------------------
+class _Mkdir:
+    """A pickle payload: unpickling it creates a folder (proves code ran)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (self.path,))
+
+
+def test_pickle_checkpoints_are_refused_without_running_code(tmp_path: Path, make_image: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv("MAMBAST_FAKE_ENGINE", raising=False)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"proj.weight": torch.zeros(1), "x": _Mkdir(marker)}, evil)
+    a, s = make_image("a.jpg"), make_image("s.png")
+    r = CliRunner().invoke(app, ["stylize", str(a), "-s", str(s), "-o", str(tmp_path / "out"), "--weights", str(evil),
+                                 "--device", "cpu"])
+    assert r.exit_code == 3 and "evil.pth" in r.stderr and "import-official" in r.stderr, r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    w = tmp_path / "w.safetensors"
+    r = CliRunner().invoke(app, ["weights", "import-official", str(evil), str(evil), str(evil), "-o", str(w)])
+    assert r.exit_code == 3 and "refused" in r.stderr and "evil.pth" in r.stderr, r.output
+    assert not marker.exists() and not w.exists()
+
+
+def test_bundled_weights_match_their_recorded_sha256() -> None:
+    from mambast_cli.model.weights import default_weights_path, load_weights, weights_id
+
+    path = default_weights_path()
+    assert path is not None, "the trained default weights must be bundled"
+    _, sd, meta = load_weights(path, verify=True)  # raises WeightsError on a mismatch
+    assert meta["sha256"] == weights_id(path) and len(meta["sha256"]) == 64 and sd
+
+
+# -- shell pipelines (real processes, real pipes) ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_shell_pipelines(tmp_path: Path) -> None:
+    env = dict(os.environ, MAMBAST_FAKE_ENGINE="1", PYTHONPATH=str(REPO))
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i, name in enumerate(("a.jpg", "sub/b c.jpg", "sub/new\nline.jpg")):
+        _noise(24, 16, i).save(src / name)
+    (src / "notes.txt").write_text("ignored by find")
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(tmp_path / "art.png")
+    mb = f"{sys.executable} -m mambast_cli stylize"
+
+    def sh(cmd: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=tmp_path, env=env, capture_output=True,
+                              timeout=120)
+
+    # paths on stdin, one per line (the name with a newline cannot be listed this way: find prints it on two lines)
+    r = sh(f"find in -name '*.jpg' ! -name '*line*' | {mb} - --style art.png -o out/ --size 16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b""  # without --json stdout stays clean
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.jpg")) == ["a__art.jpg", "b c__art.jpg"]
+    # NUL-separated, with --json: stdout is only NDJSON events and a final summary
+    r = sh(f"find in -name '*.jpg' -print0 | {mb} - -0 --style art.png -o out0/ --size 16 --json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [e["event"] for e in events] == ["ok"] * 3 + ["summary"] and events[-1]["ok"] == 3
+    assert "3 written" in r.stderr.decode()
+    # image bytes on stdin → image bytes on stdout (no -q: human output must stay on stderr)
+    r = sh(f"cat in/a.jpg | {mb} - --style art.png -o - --format png --size 0 > piped.png")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "piped.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")  # exactly one PNG, nothing else
+    assert Image.open(tmp_path / "piped.png").size == (24, 16) and "1 written" in r.stderr.decode()
+
+
 def test_bad_picture_on_stdin_leaves_stdout_empty(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
     s = make_image("art.png")
     r = CliRunner().invoke(app, ["stylize", "-", "-s", str(s), "-o", "-"], input=b"\xff\xd8\xff\xe0 not really")
     assert r.exit_code == 1 and r.stdout_bytes == b""
     [line] = [x for x in r.stderr.splitlines() if x.startswith("failed:")]
     assert line.startswith("failed: <stdin> × art.png: ") and ("corrupt" in line or "cannot read" in line), line
+
 
 def test_every_input_inside_the_output_folder_is_a_usage_error(tmp_path: Path, make_image: Any, fake_engine: Any) -> None:
     """`cd photos && mambast stylize a.jpg -o .`: nothing could be written (inputs inside the output folder are never
